@@ -1,0 +1,325 @@
+"""
+The looped multi-agent system: RecursiveMAS (agents pass latents) and, on the same loop, Recursive-TextMAS (agents
+pass text) and the single-agent baseline.
+
+One round = every agent once, in order. An agent reads the question plus whatever reaches its slots, then either
+  - rolls out m latent thoughts (latent mode): h_t = last-layer state, e_t = inner(h_t) is fed back as the next input
+    embedding, with the KV cache; the m thoughts [B, m, d] go through one outer link per out-going edge, or
+  - writes text (text mode), which the next agent reads in the same slot,
+and in the last round the final agent decodes the answer. A pattern is just WHO FEEDS WHOM (see TOPOLOGIES).
+
+    python agents.py --agents smollm,smollm --mode latent --rounds 2 --latent-steps 8 --question "What is 12*7?"
+"""
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
+from model import UserError, load_backbone, pick_device, pick_dtype, slot
+
+# ----------------------------------------------------------------------------------------------------------------
+# Roles and patterns
+
+ROLES = {  # role -> (system prompt, which training field is its target text)
+    "planner": ("You are the planner. Work out a short step-by-step plan that solves the question. "
+                "Do not give the final answer.", "plan"),
+    "critic": ("You are the critic. Check the plan for mistakes and write an improved plan.", "refined_plan"),
+    "solver": ("You are the solver. Solve the question step by step and put the final answer in \\boxed{}.",
+               "answer"),
+}
+
+
+@dataclass
+class Topology:
+    roles: list     # agent i plays roles[i]; the LAST agent writes the answer
+    edges: list     # (src, dst) within a round, src < dst: src's latents go to dst in the same round
+    feedback: list  # (src, dst) across rounds: src's latents reach dst in the next round (not after the last)
+
+
+def sequential(n):
+    """planner -> [critic ->] solver, solver -> planner as feedback. n=1: one agent looping on its own thoughts."""
+    roles = {1: ["solver"], 2: ["planner", "solver"]}.get(n) or ["planner"] + ["critic"] * (n - 2) + ["solver"]
+    roles = [r if roles.count(r) == 1 else f"{r}{i}" for i, r in enumerate(roles)]  # unique names
+    return Topology(roles, [(i, i + 1) for i in range(n - 1)], [(n - 1, 0)])
+
+
+TOPOLOGIES = {"sequential": sequential}
+
+
+def role_prompt(role):
+    return ROLES.get(role.rstrip("0123456789"), ROLES["solver"])[0]
+
+
+def slot_name(src_role, feedback):
+    return ("feedback_" if feedback else "from_") + src_role
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Latent rollout (DESIGN.md §3): KV-cached, and the recompute-everything reference it must equal
+
+def rollout(backbone, inner, embeds, mask, steps):
+    """embeds [B, T, d], mask [B, T] (left-padded) -> latent thoughts [B, steps, d]: e_t = inner(h_t), where h_1 is the
+    prompt's last state and h_{t+1} is the state after feeding e_t. One prefill, then one one-token step each."""
+    hidden, cache = backbone.forward(embeds, mask)
+    thoughts = []
+    for t in range(steps):
+        e = inner(hidden[:, -1:])  # [B, 1, d]
+        thoughts.append(e)
+        if t < steps - 1:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            hidden, cache = backbone.forward(e, mask, cache)
+    return torch.cat(thoughts, dim=1) if thoughts else embeds[:, :0]  # [B, m, d]
+
+
+def rollout_recompute(backbone, inner, embeds, mask, steps):
+    """The released code's way: re-run the whole sequence at every step (O(m) full forwards). Reference and bench."""
+    thoughts = []
+    for t in range(steps):
+        hidden, _ = backbone.forward(embeds, mask)
+        e = inner(hidden[:, -1:])
+        thoughts.append(e)
+        embeds = torch.cat([embeds, e], dim=1)
+        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+    return torch.cat(thoughts, dim=1) if thoughts else embeds[:, :0]
+
+
+def build_inputs(backbone, prompts, latents):
+    """Rendered prompts (one per row) with slot markers + {slot: [B, m, d]} -> left-padded embeds [B, T, d], mask [B, T]."""
+    rows = []
+    for b, text in enumerate(prompts):
+        pieces = []
+        for part in backbone.split_slots(text):
+            if isinstance(part, str):
+                if part not in latents:
+                    raise KeyError(f"prompt has slot '{part}' but no latents were sent to it")
+                pieces.append(latents[part][b])  # [m, d]
+            elif part:
+                pieces.append(backbone.embed(torch.tensor(part, device=backbone.device)))
+        rows.append(torch.cat(pieces).to(backbone.dtype))
+    T = max(len(r) for r in rows)
+    embeds = rows[0].new_zeros(len(rows), T, backbone.hidden_size)
+    mask = torch.zeros(len(rows), T, dtype=torch.long, device=backbone.device)
+    for b, r in enumerate(rows):
+        embeds[b, T - len(r):] = r
+        mask[b, T - len(r):] = 1
+    return embeds, mask
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The system
+
+class System(nn.Module):
+    """Agents (frozen backbones, shared when they name the same model) + their RecursiveLinks (trainable)."""
+
+    def __init__(self, agents, pattern="sequential", variant="2layer_ln_res", device="cpu", dtype=torch.float32,
+                 trust_remote_code=False):
+        super().__init__()
+        if pattern not in TOPOLOGIES:
+            raise UserError(f"unknown pattern '{pattern}'; use one of {', '.join(TOPOLOGIES)}")
+        if variant not in VARIANTS:
+            raise UserError(f"unknown link variant '{variant}'; use one of {', '.join(VARIANTS)}")
+        self.agent_names, self.pattern, self.variant = list(agents), pattern, variant
+        self.topology = TOPOLOGIES[pattern](len(agents))
+        self.roles = self.topology.roles
+        self.backbones = [load_backbone(a, device, dtype, trust_remote_code) for a in agents]
+        stats = [embedding_stats(bb) for bb in self.backbones]  # (embedding rms, hidden rms)
+        ln = variant == "2layer_ln_res"
+        self.inner = nn.ModuleDict({
+            role: RecursiveLink(bb.hidden_size, bb.hidden_size, "inner", variant,
+                                scale=st[0] if ln else st[0] / st[1])
+            for role, bb, st in zip(self.roles, self.backbones, stats)})
+        self.outer = nn.ModuleDict()
+        for s, d in self.topology.edges + self.topology.feedback:
+            src, dst = self.backbones[s], self.backbones[d]
+            self.outer[f"{self.roles[s]}->{self.roles[d]}"] = RecursiveLink(
+                src.hidden_size, dst.hidden_size, "outer", variant,
+                scale=stats[d][0] if ln else stats[d][0] / stats[s][0])
+        self.to(self.backbones[-1].device)
+
+    # --- what each agent reads ------------------------------------------------------------------------------------
+    def incoming(self, i, round_):
+        """Edges into agent i in this round: [(src, is_feedback)]."""
+        t = self.topology
+        return [(s, False) for s, d in t.edges if d == i] + [(s, True) for s, d in t.feedback if d == i and round_ > 0]
+
+    def prompt(self, i, question, round_, texts=None):
+        """Rendered prompt of agent i; a slot marker where each incoming message goes (text mode: the text)."""
+        user = f"Question: {question}"
+        for s, fb in self.incoming(i, round_):
+            name = slot_name(self.roles[s], fb)
+            label = (f"Feedback from the {self.roles[s]} (previous round)" if fb else f"Thoughts of the {self.roles[s]}")
+            user += f"\n\n{label}: " + (texts[name] if texts is not None else slot(name))
+        return self.backbones[i].prompt([{"role": "system", "content": role_prompt(self.roles[i])},
+                                         {"role": "user", "content": user}])
+
+    def link_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+    # --- the loop -------------------------------------------------------------------------------------------------
+    def latent_pass(self, questions, rounds, steps, make_latents=None):
+        """Run `rounds` rounds in latent mode; returns the final agent's inputs per round: [(embeds, mask)] * rounds.
+        make_latents(i, embeds, mask, round_) -> [B, m, d] overrides the rollout (train_outer.py's teacher mode)."""
+        last, inbox, finals = len(self.roles) - 1, [{} for _ in self.roles], []
+        for r in range(rounds):
+            for i, (role, bb) in enumerate(zip(self.roles, self.backbones)):
+                prompts = [self.prompt(i, q, r) for q in questions]
+                embeds, mask = build_inputs(bb, prompts, inbox[i])
+                if i == last:
+                    finals.append((embeds, mask))
+                    if r == rounds - 1:
+                        break
+                if make_latents is not None:
+                    thoughts = make_latents(i, embeds, mask, r)
+                else:
+                    thoughts = rollout(bb, self.inner[role], embeds, mask, steps)  # [B, m, d_i]
+                self.send(i, thoughts, inbox, last_round=r == rounds - 1)
+        return finals
+
+    def send(self, i, payload, inbox, last_round):
+        """Deliver agent i's thoughts (a tensor: through each edge's outer link) or text (a list: as is)."""
+        t = self.topology
+        for (s, d), fb in [(e, False) for e in t.edges] + ([] if last_round else [(e, True) for e in t.feedback]):
+            if s == i:
+                msg = payload
+                if torch.is_tensor(payload):
+                    msg = self.outer[f"{self.roles[s]}->{self.roles[d]}"](payload).to(self.backbones[d].device)
+                inbox[d][slot_name(self.roles[s], fb)] = msg  # [B, m, d_dst] or list[str]
+
+    @torch.no_grad()
+    def run(self, questions, mode="latent", rounds=1, steps=8, max_new_tokens=256, temperature=0.0, top_p=1.0):
+        """Answer a batch of questions. Returns one record per question:
+        {text, tokens: {role: generated tokens}, latent_steps, seconds} (seconds: the whole batch's wall time)."""
+        if not questions or any(not q or not q.strip() for q in questions):
+            raise UserError("empty question; pass a non-empty --question")
+        if mode not in ("latent", "text", "single"):
+            raise UserError(f"unknown mode '{mode}'; use latent, text or single")
+        B, last, t0 = len(questions), len(self.roles) - 1, _now()
+        tokens = [{} for _ in questions]
+        gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
+        if mode == "single":  # the final agent alone, no links, no slots
+            bb = self.backbones[last]
+            prompts = [bb.prompt([{"role": "system", "content": role_prompt(self.roles[last])},
+                                  {"role": "user", "content": f"Question: {q}"}]) for q in questions]
+            texts, counts = bb.generate(*build_inputs(bb, prompts, {}), **gen)
+            latent = 0
+        elif mode == "latent":
+            embeds, mask = self.latent_pass(questions, rounds, steps)[-1]
+            texts, counts = self.backbones[last].generate(embeds, mask, **gen)
+            latent = steps * (rounds * len(self.roles) - 1)
+        else:  # Recursive-TextMAS: the same loop, every agent writes text and the next one reads it
+            inbox = [{} for _ in self.roles]
+            for r in range(rounds):
+                for i, (role, bb) in enumerate(zip(self.roles, self.backbones)):
+                    prompts = [self.prompt(i, q, r, texts={k: v[b] for k, v in inbox[i].items()})
+                               for b, q in enumerate(questions)]
+                    texts, counts = bb.generate(*build_inputs(bb, prompts, {}), **gen)
+                    for b in range(B):
+                        tokens[b][role] = tokens[b].get(role, 0) + counts[b]
+                    if i == last and r == rounds - 1:
+                        break
+                    self.send(i, texts, inbox, last_round=r == rounds - 1)
+            latent = 0
+        if mode != "text":
+            for b in range(B):
+                tokens[b][self.roles[last]] = counts[b]
+        seconds = _now() - t0
+        return [dict(text=texts[b], tokens=tokens[b], latent_steps=latent, seconds=seconds) for b in range(B)]
+
+    # --- checkpoints ------------------------------------------------------------------------------------------------
+    def named_links(self):
+        return {**{f"inner.{k}": v for k, v in self.inner.items()}, **{f"outer.{k}": v for k, v in self.outer.items()}}
+
+    def meta(self):
+        return dict(pattern=self.pattern, agents=self.agent_names, roles=self.roles, variant=self.variant,
+                    models=[bb.name for bb in self.backbones], hidden_sizes=[bb.hidden_size for bb in self.backbones])
+
+    def save_links(self, path, extra=None):
+        save_links(path, self.named_links(), dict(self.meta(), **(extra or {})))
+
+    def load_links(self, path):
+        """Load a link checkpoint; a clear UserError when it was trained for other agents or sizes."""
+        try:
+            info = read_link_meta(path)
+            if info.get("pattern", self.pattern) != self.pattern:
+                raise ValueError(f"checkpoint '{path}' is for the {info['pattern']} pattern, not {self.pattern}")
+            load_links(path, self.named_links())  # checks link names and hidden sizes, naming both
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
+        if info.get("models") != [bb.name for bb in self.backbones]:
+            raise UserError(f"checkpoint '{path}' was trained for agents {info.get('agents')} "
+                            f"({info.get('models')}), not {self.agent_names}; pass --agents {','.join(info['agents'])}")
+        return info
+
+
+@torch.no_grad()
+def embedding_stats(bb):
+    """(per-element RMS of the input embeddings, of the last-layer states on a short text), cached per backbone."""
+    if not hasattr(bb, "_stats"):
+        emb = bb.model.get_input_embeddings().weight.float()
+        ids = torch.tensor([bb.encode("The quick brown fox jumps over the lazy dog. 12 + 7 = 19.")], device=bb.device)
+        hidden, _ = bb.forward(bb.embed(ids), torch.ones_like(ids))
+        bb._stats = (emb.pow(2).mean().sqrt().item(), hidden.float().pow(2).mean().sqrt().item())
+    return bb._stats
+
+
+def _now():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# CLI
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Ask the looped multi-agent system one question.")
+    p.add_argument("--agents", default="smollm,smollm", help="comma-separated: aliases, hub ids, folders or .gguf files")
+    p.add_argument("--mode", default="latent", choices=["latent", "text", "single"])
+    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--latent-steps", type=int, default=8)
+    p.add_argument("--question", default="What is 12*7?")
+    p.add_argument("--links", default=None, help="link checkpoint (path without .safetensors/.json); default untrained")
+    p.add_argument("--link-variant", default="2layer_ln_res", choices=VARIANTS)
+    p.add_argument("--max-new-tokens", type=int, default=256)
+    p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    a = p.parse_args(argv)
+    try:
+        if not a.question.strip():
+            raise UserError("empty question; pass a non-empty --question")
+        if a.rounds < 1 or a.latent_steps < 0:
+            raise UserError("--rounds must be >= 1 and --latent-steps >= 0")
+        torch.manual_seed(a.seed)
+        device = pick_device(a.device)
+        system = System([s for s in a.agents.split(",") if s.strip()], a.pattern, a.link_variant, device,
+                        pick_dtype(a.dtype, device), a.trust_remote_code)
+        if a.links:
+            system.load_links(a.links)
+        rec = system.run([a.question], a.mode, a.rounds, a.latent_steps, a.max_new_tokens, a.temperature, a.top_p)[0]
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    rec = dict(rec, mode=a.mode, agents=system.agent_names, rounds=a.rounds,
+               total_tokens=sum(rec["tokens"].values()))
+    if a.json:
+        print(json.dumps(rec))
+    else:
+        print(rec["text"])
+        print(f"--- {a.mode}: {rec['total_tokens']} generated tokens {rec['tokens']}, {rec['latent_steps']} latent steps, "
+              f"{rec['seconds']:.2f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

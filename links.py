@@ -1,0 +1,132 @@
+"""
+RecursiveLink: the only trained parameters in RecursiveMAS (DESIGN.md §2).
+
+  inner link (inside one agent, d -> d):     last-layer hidden state -> the agent's own next input embedding
+  outer link (agent A, d_a -> agent B, d_b): A's latent thoughts     -> B's input-embedding space
+
+Variants (paper Table 4 ablation, plus the released default):
+  1layer         R(x) = W1 x
+  1layer_res     inner: x + W1 x                         outer: W3 x + W1 x
+  2layer         R(x) = W2 gelu(W1 x)
+  2layer_res     inner: x + W2 gelu(W1 x)                outer: W3 x + W2 gelu(W1 x)
+  2layer_ln_res  inner: LN_post(x + W2 gelu(W1 LN_pre(x)))   outer: LN_tgt(W2 gelu(W1 LN_src(x)) + W3 x)   (default)
+
+Every link multiplies its output by a fixed `scale` (a buffer, not trained): last-layer hidden states are an order of
+magnitude larger than input embeddings (SmolLM2: norm ~50 vs ~3, DESIGN.md §9); fed back raw, a rollout collapses.
+The scale maps the link's output to the target model's embedding size at initialisation, and residual branches
+start at zero, so an untrained link is "identity times the right scale".
+
+A checkpoint holds link weights only: one .safetensors file plus one .json saying what each link connects.
+"""
+import json
+import os
+import tempfile
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+VARIANTS = ("1layer", "1layer_res", "2layer", "2layer_res", "2layer_ln_res")
+
+
+class RecursiveLink(nn.Module):
+    def __init__(self, d_in, d_out, kind="inner", variant="2layer_ln_res", scale=1.0):
+        super().__init__()
+        if variant not in VARIANTS:
+            raise ValueError(f"unknown link variant '{variant}'; use one of {', '.join(VARIANTS)}")
+        if kind == "inner" and d_in != d_out:
+            raise ValueError(f"an inner link maps d -> d, got {d_in} -> {d_out}")
+        self.kind, self.variant, self.d_in, self.d_out = kind, variant, d_in, d_out
+        self.residual = variant.endswith("_res")
+        self.ln = variant == "2layer_ln_res"
+        two = variant.startswith("2layer")
+        d_mid = 2 * d_out if (self.ln and kind == "outer") else d_out
+        self.W1 = nn.Linear(d_in, d_mid if two else d_out)
+        self.W2 = nn.Linear(d_mid, d_out) if two else None
+        self.W3 = nn.Linear(d_in, d_out, bias=False) if (self.residual and kind == "outer") else None
+        self.ln_in = nn.LayerNorm(d_in) if self.ln else None    # LN_pre (inner) / LN_src (outer)
+        self.ln_out = nn.LayerNorm(d_out) if self.ln else None  # LN_post (inner) / LN_tgt (outer)
+        self.register_buffer("scale", torch.tensor(float(scale)))
+        self._init_near_identity()
+
+    @torch.no_grad()
+    def _init_near_identity(self):
+        last = self.W2 if self.W2 is not None else self.W1
+        if self.residual:  # the learned branch starts at zero: the link starts as its residual path
+            nn.init.zeros_(last.weight)
+            nn.init.zeros_(last.bias)
+        elif self.variant == "1layer" and self.d_in == self.d_out:
+            nn.init.eye_(self.W1.weight)
+            nn.init.zeros_(self.W1.bias)
+        if self.W3 is not None:
+            if self.d_in == self.d_out:
+                nn.init.eye_(self.W3.weight)
+            else:  # a random map that roughly preserves the norm
+                nn.init.orthogonal_(self.W3.weight, gain=(self.d_out / self.d_in) ** 0.5)
+
+    def forward(self, x):
+        """x [..., d_in] -> [..., d_out]; computed in the link's dtype, returned in x's dtype."""
+        dtype = x.dtype
+        x = x.to(self.W1.weight.dtype)
+        h = self.ln_in(x) if self.ln else x
+        branch = self.W1(h) if self.W2 is None else self.W2(F.gelu(self.W1(h)))
+        if self.residual:
+            skip = self.W3(x) if self.W3 is not None else x  # outer: learned W3 x; inner: identity
+            branch = skip + branch
+        y = self.ln_out(branch) if self.ln else branch
+        return (self.scale * y).to(dtype)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.parameters())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checkpoints: {name: link} -> <path>.safetensors + <path>.json
+
+def save_links(path, links, meta):
+    """Write link weights and a JSON of what they connect. Each file is written to a temp name and renamed, so an
+    interrupted save never leaves a half-written checkpoint behind."""
+    from safetensors.torch import save_file
+    tensors = {f"{name}.{k}": v.detach().contiguous().cpu() for name, link in links.items()
+               for k, v in link.state_dict().items()}
+    info = dict(meta, links={name: dict(kind=l.kind, variant=l.variant, d_in=l.d_in, d_out=l.d_out)
+                             for name, l in links.items()})
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    for suffix, write in ((".safetensors", lambda f: save_file(tensors, f)),
+                          (".json", lambda f: open(f, "w").write(json.dumps(info, indent=1)))):
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+        os.close(fd)
+        write(tmp)
+        os.replace(tmp, path + suffix)
+
+
+def read_link_meta(path):
+    if not os.path.exists(path + ".json") or not os.path.exists(path + ".safetensors"):
+        raise FileNotFoundError(f"no link checkpoint at '{path}' (expected {path}.safetensors and {path}.json)")
+    with open(path + ".json") as f:
+        return json.load(f)
+
+
+def load_links(path, links):
+    """Load weights saved by save_links into {name: link}. Raises ValueError naming the problem when the checkpoint
+    connects other agents or other hidden sizes than `links`."""
+    from safetensors.torch import load_file
+    info = read_link_meta(path)
+    saved = info["links"]
+    if set(saved) != set(links):
+        raise ValueError(f"checkpoint '{path}' holds links {sorted(saved)}, this system needs {sorted(links)}; "
+                         f"it was trained for agents {info.get('agents')}")
+    for name, link in links.items():
+        s = saved[name]
+        if (s["d_in"], s["d_out"]) != (link.d_in, link.d_out):
+            raise ValueError(f"link '{name}' in checkpoint '{path}' maps hidden size {s['d_in']} -> {s['d_out']}, "
+                             f"but these agents need {link.d_in} -> {link.d_out}; train links for these agents "
+                             f"or pick the agents the checkpoint was trained for ({info.get('agents')})")
+        if (s["kind"], s["variant"]) != (link.kind, link.variant):
+            raise ValueError(f"link '{name}' in checkpoint '{path}' is {s['kind']}/{s['variant']}, "
+                             f"expected {link.kind}/{link.variant}; pass --link-variant {s['variant']}")
+    tensors = load_file(path + ".safetensors")
+    for name, link in links.items():
+        link.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+    return info

