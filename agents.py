@@ -110,6 +110,18 @@ def build_inputs(backbone, prompts, latents):
     return embeds, mask
 
 
+def append_targets(backbone, embeds, mask, texts, max_tokens, pad_to=None):
+    """Teacher forcing: [prompt inputs | target text tokens + end token], right-padded.
+    Returns embeds [B, T+L, d], mask [B, T+L], target ids [B, L] (pad where target_mask is 0), target_mask [B, L].
+    The state at position T-1+j predicts target token j."""
+    eos = backbone.tokenizer.eos_token_id
+    ids = [(backbone.encode(t)[:max_tokens] + [eos]) for t in texts]
+    L = pad_to or max(len(x) for x in ids)
+    tmask = torch.tensor([[1] * min(len(x), L) + [0] * (L - len(x)) for x in ids], device=mask.device)
+    ids = torch.tensor([(x + [eos] * L)[:L] for x in ids], device=mask.device)
+    return (torch.cat([embeds, backbone.embed(ids)], 1), torch.cat([mask, tmask], 1), ids, tmask)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The system
 
@@ -117,7 +129,7 @@ class System(nn.Module):
     """Agents (frozen backbones, shared when they name the same model) + their RecursiveLinks (trainable)."""
 
     def __init__(self, agents, pattern="sequential", variant="2layer_ln_res", device="cpu", dtype=torch.float32,
-                 trust_remote_code=False):
+                 trust_remote_code=False, spread=False):
         super().__init__()
         if pattern not in TOPOLOGIES:
             raise UserError(f"unknown pattern '{pattern}'; use one of {', '.join(TOPOLOGIES)}")
@@ -126,7 +138,11 @@ class System(nn.Module):
         self.agent_names, self.pattern, self.variant = list(agents), pattern, variant
         self.topology = TOPOLOGIES[pattern](len(agents))
         self.roles = self.topology.roles
-        self.backbones = [load_backbone(a, device, dtype, trust_remote_code) for a in agents]
+        devices = [device] * len(agents)
+        if spread and str(device).startswith("cuda") and torch.cuda.device_count() > 1:  # one GPU per distinct model
+            names = list(dict.fromkeys(agents))
+            devices = [f"cuda:{names.index(a) % torch.cuda.device_count()}" for a in agents]
+        self.backbones = [load_backbone(a, dev, dtype, trust_remote_code) for a, dev in zip(agents, devices)]
         stats = [embedding_stats(bb) for bb in self.backbones]  # (embedding rms, hidden rms)
         ln = variant == "2layer_ln_res"
         self.inner = nn.ModuleDict({
@@ -139,7 +155,10 @@ class System(nn.Module):
             self.outer[f"{self.roles[s]}->{self.roles[d]}"] = RecursiveLink(
                 src.hidden_size, dst.hidden_size, "outer", variant,
                 scale=stats[d][0] if ln else stats[d][0] / stats[s][0])
-        self.to(self.backbones[-1].device)
+        for role, bb in zip(self.roles, self.backbones):  # each link lives on the device of the agent it feeds
+            self.inner[role].to(bb.device)
+        for s, d in self.topology.edges + self.topology.feedback:
+            self.outer[f"{self.roles[s]}->{self.roles[d]}"].to(self.backbones[d].device)
 
     # --- what each agent reads ------------------------------------------------------------------------------------
     def incoming(self, i, round_):
@@ -148,7 +167,10 @@ class System(nn.Module):
         return [(s, False) for s, d in t.edges if d == i] + [(s, True) for s, d in t.feedback if d == i and round_ > 0]
 
     def prompt(self, i, question, round_, texts=None):
-        """Rendered prompt of agent i; a slot marker where each incoming message goes (text mode: the text)."""
+        """Rendered prompt of agent i; a slot marker where each incoming message goes (text mode: the text).
+        A question may be {"first": text for agent 1, "last": text for the others} (the latent-channel task)."""
+        if isinstance(question, dict):
+            question = question["first"] if i == 0 else question["last"]
         user = f"Question: {question}"
         for s, fb in self.incoming(i, round_):
             name = slot_name(self.roles[s], fb)
@@ -187,14 +209,14 @@ class System(nn.Module):
             if s == i:
                 msg = payload
                 if torch.is_tensor(payload):
-                    msg = self.outer[f"{self.roles[s]}->{self.roles[d]}"](payload).to(self.backbones[d].device)
+                    msg = self.outer[f"{self.roles[s]}->{self.roles[d]}"](payload.to(self.backbones[d].device))
                 inbox[d][slot_name(self.roles[s], fb)] = msg  # [B, m, d_dst] or list[str]
 
     @torch.no_grad()
     def run(self, questions, mode="latent", rounds=1, steps=8, max_new_tokens=256, temperature=0.0, top_p=1.0):
         """Answer a batch of questions. Returns one record per question:
         {text, tokens: {role: generated tokens}, latent_steps, seconds} (seconds: the whole batch's wall time)."""
-        if not questions or any(not q or not q.strip() for q in questions):
+        if not questions or any(not q or (isinstance(q, str) and not q.strip()) for q in questions):
             raise UserError("empty question; pass a non-empty --question")
         if mode not in ("latent", "text", "single"):
             raise UserError(f"unknown mode '{mode}'; use latent, text or single")

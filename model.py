@@ -99,7 +99,8 @@ def _tiny_model(name, seed=0):
     cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
     cfg = cfg_cls(vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
                   num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
-                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False)
+                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
+                  initializer_range=0.1)  # larger than the usual 0.02, so inputs visibly steer the output
     with torch.random.fork_rng():  # seeded, without disturbing the caller's random state
         torch.manual_seed(seed)
         model = model_cls(cfg)

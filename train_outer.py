@@ -1,0 +1,133 @@
+"""
+Stage 2 (DESIGN.md §4, outer loop): unroll the whole system for r rounds and train the OUTER links with
+cross-entropy on the final agent's answer tokens. Backbones frozen; inner links frozen but differentiable; the outer
+links are reused every round, so their gradients add up across rounds.
+
+  --latents rollout (default)  latents are made exactly as at inference (m-step KV-cached rollouts), gradients
+                               flow back through the rollouts into every round.
+  --latents teacher            the released code's way, kept for fidelity: an agent's latents are its hidden states
+                               over its GOLD role text (first m tokens). Caveat: a train/inference mismatch, and a leak:
+                               the solver's gold text is the answer, and its latents reach the planner as feedback,
+                               so later rounds see an encoding of the gold answer.
+  --supervise final|all        CE on the final round only, or + 0.1 x mean CE of the earlier rounds.
+
+Offline default (SmolLM2 x2, shared backbone, GSM8K-derived rows, a few minutes on a laptop CPU):
+    python train_outer.py
+The paper's light pair on a GPU with the hub:
+    python train_outer.py --agents qwen,llama --rounds 3 --latent-steps 32 --steps 2000 --batch-size 4 --lr 1e-4
+The latent-channel proof (agent 1 reads a secret word, agent 2 must name it from agent 1's latents alone):
+    python train_outer.py --data secret --rounds 1 --train-inner --steps 80 --lr 2e-3
+"""
+import argparse
+import os
+import re
+import sys
+
+import torch
+import torch.nn.functional as F
+
+import trainer
+from agents import ROLES, System, append_targets
+from data import DataError, load_rows, secret_rows
+from model import UserError, pick_device, pick_dtype
+
+
+def answer_ce(backbone, embeds, mask, answers, max_tokens):
+    """Mean cross-entropy of the answer tokens (end token included) after the final agent's inputs."""
+    T = embeds.shape[1]
+    full, full_mask, ids, tmask = append_targets(backbone, embeds, mask, answers, max_tokens)
+    hidden, _ = backbone.forward(full, full_mask)
+    logits = backbone.logits(hidden[:, T - 1:-1]).float()  # [B, L, V]: position T-1+j predicts target token j
+    return F.cross_entropy(logits.flatten(0, 1), ids.masked_fill(tmask == 0, -100).flatten())
+
+
+def teacher_latents(system, rows, steps):
+    """make_latents for --latents teacher: inner(hidden states over the agent's gold role text), first m tokens."""
+    def make(i, embeds, mask, round_):
+        bb, role = system.backbones[i], system.roles[i]
+        field = ROLES.get(role.rstrip("0123456789"), ROLES["solver"])[1]
+        T = embeds.shape[1]
+        full, _, _, tmask = append_targets(bb, embeds, mask, [r[field] for r in rows], steps, pad_to=steps)
+        hidden, _ = bb.forward(full[:, :T + steps], torch.cat([mask, torch.ones_like(tmask)], 1))
+        return system.inner[role](hidden[:, T:T + steps])  # [B, m, d]
+    return make
+
+
+def outer_loss(system, rows, args):
+    questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
+    make = teacher_latents(system, rows, args.latent_steps) if args.latents == "teacher" else None
+    finals = system.latent_pass(questions, args.rounds, args.latent_steps, make_latents=make)
+    bb = system.backbones[-1]
+    if args.supervise == "final" or len(finals) == 1:
+        return answer_ce(bb, *finals[-1], answers, args.max_target_tokens)
+    ces = [answer_ce(bb, e, m, answers, args.max_target_tokens) for e, m in finals]
+    return ces[-1] + 0.1 * torch.stack(ces[:-1]).mean()
+
+
+# --- before / after on held-out questions -----------------------------------------------------------------------
+
+def final_answer(text, secret=False):
+    if secret:  # the first word, lower-cased, without punctuation
+        return (text.strip().split() or [""])[0].strip(".,!:;\"'").lower()
+    m = re.findall(r"\\boxed\{([^{}]*)\}", text)
+    return m[-1].strip() if m else "-"
+
+
+def compare(system, rows, args):
+    recs = system.run([r["question"] for r in rows], "latent", args.rounds, args.latent_steps, args.max_new_tokens)
+    return [(final_answer(rec["text"], args.data == "secret"), rec["text"]) for rec in recs]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Train the outer RecursiveLinks (stage 2) on the whole looped system.")
+    trainer.add_args(p, steps=30, lr=5e-4, batch=2)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--latent-steps", type=int, default=8)
+    p.add_argument("--latents", default="rollout", choices=["rollout", "teacher"])
+    p.add_argument("--supervise", default="final", choices=["final", "all"])
+    p.add_argument("--links", default=None, help="start from these links (e.g. runs/inner/links from train_inner.py)")
+    p.add_argument("--train-inner", action="store_true", help="also train the inner links (default: frozen)")
+    p.add_argument("--eval-questions", type=int, default=3, help="held-out questions answered before and after")
+    p.add_argument("--max-new-tokens", type=int, default=96)
+    args = p.parse_args(argv)
+    args.stage, args.out = "outer", args.out or os.path.join("runs", "outer" if args.data != "secret" else "secret")
+    try:
+        torch.manual_seed(args.seed)
+        device = pick_device(args.device)
+        system = System([a for a in args.agents.split(",") if a.strip()], args.pattern, args.link_variant, device,
+                        pick_dtype(args.dtype, device), args.trust_remote_code, args.spread)
+        if args.links:
+            system.load_links(args.links)
+        if args.data == "secret":
+            rows, held = secret_rows(), secret_rows(held_out=True)
+        else:
+            rows, held = load_rows(args.data, "train"), load_rows("gsm8k", "test")[:args.eval_questions]
+        if args.latents == "teacher" and args.data == "secret":
+            raise UserError("--latents teacher needs role texts (plan, refined_plan, answer); the secret task has none")
+        system.inner.requires_grad_(args.train_inner)
+        params = list(system.outer.parameters()) + (list(system.inner.parameters()) if args.train_inner else [])
+        before = compare(system, held, args) if held and not args.resume else None
+        trainer.train(system, params, lambda batch: outer_loss(system, batch, args), rows, args)
+        if before is not None:
+            after = compare(system, held, args)
+            report(held, before, after, secret=args.data == "secret")
+    except (UserError, DataError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def report(rows, before, after, secret):
+    gold = [r["final"] for r in rows]
+    if secret:
+        acc = lambda res: sum(a == g for (a, _), g in zip(res, gold)) / len(gold)
+        print(f"\nheld-out secret words ({len(gold)} prompts, chance {1 / 8:.0%}): "
+              f"before {acc(before):.0%}  after {acc(after):.0%}")
+        return
+    print("\nheld-out questions, before -> after training (final answers; gold in brackets)")
+    for r, (b, bt), (a, at), g in zip(rows, before, after, gold):
+        print(f"- {r['question'][:70]}...  [{g}]\n    before: {b!r:12}  {bt[:80]!r}\n    after:  {a!r:12}  {at[:80]!r}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
