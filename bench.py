@@ -1,0 +1,248 @@
+"""
+Efficiency, measured side by side in one run (DESIGN.md §5): every figure below is a ratio of two things timed in the
+same process on the same inputs. Absolute times mean something only for the machine they ran on.
+
+  1. end to end: RecursiveMAS (latent) vs Recursive-TextMAS (text) vs the single agent, r = 1, 2, 3, same questions:
+     wall time, generated tokens (each agent's own tokenizer, and one common tiktoken encoding so different
+     families compare), latent steps, peak memory; ratios against text at the same r.
+  2. latent rollout: KV cache vs the released code's recompute-every-step, m = 16, 32, 80, batch 1 and 16.
+  3. training cost on the final agent: outer-link training vs LoRA (PEFT, optional) vs full fine-tuning.
+
+    python bench.py                                   # CPU: SmolLM2 x2, ~8 minutes on 2 cores
+    python bench.py --agents random-qwen2.5-1.5b,random-llama-3.2-1b --device cuda     # paper-sized, no weights
+Writes runs/bench/bench.json (and PNG plots when matplotlib is installed).
+"""
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+
+import torch
+
+from agents import System, build_inputs, rollout, rollout_recompute
+from model import UserError, pick_device, pick_dtype
+
+QUESTIONS = [  # GSM8K test, first four
+    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends "
+    "every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. How much in "
+    "dollars does she make every day at the farmers' market?",
+    "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
+    "Josh decides to try flipping a house. He buys a house for $80,000 and then puts in $50,000 in repairs. This "
+    "increased the value of the house by 150%. How much profit did he make?",
+    "James decides to run 3 sprints 3 times a week. He runs 60 meters each sprint. How many total meters does he run "
+    "a week?",
+]
+
+
+def sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def peak_gb(device, reset=False):
+    if str(device).startswith("cuda"):
+        if reset:
+            torch.cuda.reset_peak_memory_stats()
+        return torch.cuda.max_memory_allocated() / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # CPU: the whole process's peak RSS
+
+
+def common_tokens(texts):
+    """Tokens in one shared encoding (tiktoken cl100k_base; needs TIKTOKEN_CACHE_DIR offline), else None."""
+    try:
+        import tiktoken
+        enc = tiktoken.get_encoding("cl100k_base")
+    except Exception:
+        return None
+    return sum(len(enc.encode(t, disallowed_special=())) for t in texts)
+
+
+def end_to_end(system, questions, rounds_list, steps, max_new_tokens):
+    rows, device = [], system.backbones[-1].device
+    plan = [("single", 1)] + [(m, r) for r in rounds_list for m in ("text", "latent")]
+    for mode, r in plan:
+        peak_gb(device, reset=True)
+        t0 = time.perf_counter()
+        recs = system.run(questions, mode, r, steps, max_new_tokens)
+        sync(device)
+        secs = time.perf_counter() - t0
+        rows.append(dict(mode=mode, rounds=r, seconds=secs, tokens=sum(sum(x["tokens"].values()) for x in recs),
+                         common_tokens=common_tokens([t for x in recs for t in x["written"]]),
+                         latent_steps=sum(x["latent_steps"] for x in recs), peak_gb=peak_gb(device)))
+        print(f"  {mode:6} r={r}: {secs:6.1f} s, {rows[-1]['tokens']} tokens", flush=True)
+    for row in rows:
+        text = next((x for x in rows if x["mode"] == "text" and x["rounds"] == row["rounds"]), None)
+        if row["mode"] == "latent" and text:
+            row["speedup_vs_text"] = text["seconds"] / row["seconds"]
+            row["token_reduction_vs_text"] = 1 - row["tokens"] / text["tokens"]
+    return rows
+
+
+def time_it(fn, device, repeats=1):
+    fn()  # warm-up
+    sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    sync(device)
+    return (time.perf_counter() - t0) / repeats
+
+
+@torch.no_grad()
+def rollouts(system, ms, batches):
+    bb, inner = system.backbones[0], system.inner[system.roles[0]]
+    rows = []
+    for B in batches:
+        prompts = [system.prompt(0, QUESTIONS[b % len(QUESTIONS)], 0) for b in range(B)]
+        embeds, mask = build_inputs(bb, prompts, {})
+        for m in ms:
+            kv = time_it(lambda: rollout(bb, inner, embeds, mask, m), bb.device)
+            rc = time_it(lambda: rollout_recompute(bb, inner, embeds, mask, m), bb.device)
+            rows.append(dict(batch=B, m=m, kv_seconds=kv, recompute_seconds=rc, speedup=rc / kv,
+                             kv_ms_per_step=1000 * kv / m))
+            print(f"  batch {B:2d} m={m:3d}: KV {kv:6.2f} s, recompute {rc:6.2f} s, {rc / kv:.1f}x", flush=True)
+    return rows
+
+
+def training_cost(system, steps=3):
+    """Seconds per step and peak memory for one answer-CE step on the final agent, three ways."""
+    import train_outer
+    bb, device = system.backbones[-1], system.backbones[-1].device
+    rows = [{"question": q, "answer": "The final answer is \\boxed{18}."} for q in QUESTIONS[:2]]
+    args = argparse.Namespace(rounds=1, latent_steps=8, latents="rollout", supervise="final", max_target_tokens=64)
+
+    def outer_step():
+        system.outer.requires_grad_(True)
+        loss = train_outer.outer_loss(system, rows, args)
+        loss.backward()
+        system.zero_grad(set_to_none=True)
+
+    def plain_step(model):
+        prompts = [bb.prompt([{"role": "user", "content": r["question"]}]) + r["answer"] for r in rows]
+        ids = bb.tokenizer(prompts, return_tensors="pt", padding=True)["input_ids"].to(device)
+        model(input_ids=ids, labels=ids).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    out = []
+    n_outer = sum(p.numel() for p in system.outer.parameters())
+    peak_gb(device, reset=True)
+    out.append(dict(method="outer links", trainable=n_outer, seconds_per_step=time_it(outer_step, device, steps),
+                    peak_gb=peak_gb(device)))
+    try:
+        import peft
+        lora = peft.get_peft_model(bb.model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+        n = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+        peak_gb(device, reset=True)
+        out.append(dict(method="LoRA r=16 (q,v)", trainable=n, seconds_per_step=time_it(lambda: plain_step(lora),
+                        device, steps), peak_gb=peak_gb(device)))
+        lora.unload()  # back to the plain frozen backbone
+    except ImportError:
+        out.append(dict(method="LoRA", skipped="pip install peft to include it"))
+    bb.model.requires_grad_(True)
+    peak_gb(device, reset=True)
+    out.append(dict(method="full fine-tuning", trainable=bb.num_params(),
+                    seconds_per_step=time_it(lambda: plain_step(bb.model), device, steps), peak_gb=peak_gb(device)))
+    bb.model.requires_grad_(False)
+    for r in out:
+        print(f"  {r['method']:18} " + (r.get("skipped") or f"{r['trainable']:>12,} trainable, "
+                                         f"{r['seconds_per_step']:.2f} s/step, peak {r['peak_gb']:.2f} GB"), flush=True)
+    return out
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, "
+                                            "training cost.")
+    p.add_argument("--agents", default="smollm,smollm")
+    p.add_argument("--rounds", default="1,2,3")
+    p.add_argument("--latent-steps", type=int, default=16)
+    p.add_argument("--questions", type=int, default=4)
+    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--rollout-m", default="16,32,80")
+    p.add_argument("--rollout-batch", default="1,16")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: e2e,rollout,train")
+    p.add_argument("--out", default="runs/bench")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    a = p.parse_args(argv)
+    try:
+        device = pick_device(a.device)
+        torch.manual_seed(0)
+        system = System(a.agents.split(","), device=device, dtype=pick_dtype(a.dtype, device))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    skip = set(a.skip.split(","))
+    machine = (torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores, "
+               f"{torch.get_num_threads()} threads")
+    res = dict(agents=a.agents, device=device, machine=machine, dtype=str(system.backbones[0].dtype),
+               latent_steps=a.latent_steps, questions=a.questions, max_new_tokens=a.max_new_tokens)
+    t0 = time.time()
+    if "e2e" not in skip:
+        print(f"end to end on {a.questions} questions, m={a.latent_steps}, {a.max_new_tokens} new tokens max")
+        res["end_to_end"] = end_to_end(system, QUESTIONS[:a.questions], [int(r) for r in a.rounds.split(",")],
+                                       a.latent_steps, a.max_new_tokens)
+    if "rollout" not in skip:
+        print("latent rollout, KV cache vs recompute")
+        res["rollout"] = rollouts(system, [int(m) for m in a.rollout_m.split(",")],
+                                  [int(b) for b in a.rollout_batch.split(",")])
+    if "train" not in skip:
+        print("training cost on the final agent (batch 2)")
+        res["training"] = training_cost(system)
+    res["seconds"] = time.time() - t0
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    report(res)
+    plot(res, a.out)
+    return 0
+
+
+def report(res):
+    print(f"\n{res['machine']}, {res['agents']}, {res['dtype']}")
+    if "end_to_end" in res:
+        print(f"\n{'method':8} {'r':>2} {'seconds':>8} {'tokens':>7} {'cl100k':>7} {'latent':>7} {'peak GB':>8} "
+              f"{'speedup':>8} {'tokens vs text':>15}")
+        for r in res["end_to_end"]:
+            sp = f"{r['speedup_vs_text']:.2f}x" if "speedup_vs_text" in r else ""
+            tr = f"{-100 * r['token_reduction_vs_text']:+.1f}%" if "token_reduction_vs_text" in r else ""
+            print(f"{r['mode']:8} {r['rounds']:2d} {r['seconds']:8.1f} {r['tokens']:7d} {str(r['common_tokens']):>7} "
+                  f"{r['latent_steps']:7d} {r['peak_gb']:8.2f} {sp:>8} {tr:>15}")
+    if "rollout" in res:
+        print(f"\n{'batch':>5} {'m':>4} {'KV s':>8} {'recompute s':>12} {'speedup':>8} {'KV ms/step':>11}")
+        for r in res["rollout"]:
+            print(f"{r['batch']:5d} {r['m']:4d} {r['kv_seconds']:8.2f} {r['recompute_seconds']:12.2f} "
+                  f"{r['speedup']:7.1f}x {r['kv_ms_per_step']:11.1f}")
+    if "training" in res:
+        print(f"\n{'training':18} {'trainable':>12} {'s/step':>8} {'peak GB':>8}")
+        for r in res["training"]:
+            if "skipped" in r:
+                print(f"{r['method']:18} skipped: {r['skipped']}")
+            else:
+                print(f"{r['method']:18} {r['trainable']:12,} {r['seconds_per_step']:8.2f} {r['peak_gb']:8.2f}")
+    print(f"\n({res['seconds']:.0f} s in all)")
+
+
+def plot(res, out):
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return
+    if "end_to_end" in res:
+        fig, ax = plt.subplots(1, 2, figsize=(9, 3.5))
+        for mode in ("text", "latent"):
+            rows = [r for r in res["end_to_end"] if r["mode"] == mode]
+            ax[0].plot([r["rounds"] for r in rows], [r["seconds"] for r in rows], "o-", label=mode)
+            ax[1].plot([r["rounds"] for r in rows], [r["tokens"] for r in rows], "o-", label=mode)
+        ax[0].set(xlabel="rounds", ylabel="seconds")
+        ax[1].set(xlabel="rounds", ylabel="generated tokens")
+        ax[0].legend()
+        fig.tight_layout()
+        fig.savefig(os.path.join(out, "end_to_end.png"))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
