@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
 from model import UserError, load_backbone, pick_device, pick_dtype, slot
+from tools import MAX_CALLS, STOP, TOOL_CALL, Search, run_tool
 
 # ----------------------------------------------------------------------------------------------------------------
 # Roles and patterns
@@ -31,6 +32,18 @@ ROLES = {  # role -> (system prompt, which training field is its target text)
     "critic": ("You are the critic. Check the plan for mistakes and write an improved plan.", "refined_plan"),
     "solver": ("You are the solver. Solve the question step by step and put the final answer in \\boxed{}.",
                "answer"),
+    "math": ("You are a mathematics specialist. Think about the question from a mathematical angle.", "plan"),
+    "code": ("You are a programming specialist. Think about how code would solve the question.", "plan"),
+    "science": ("You are a science and medicine specialist. Think about the facts the question needs.", "plan"),
+    "summarizer": ("You combine the specialists' thoughts into one answer. Put the final answer in \\boxed{}.",
+                   "answer"),
+    "expert": ("You are the expert. Think the question through carefully.", "plan"),
+    "learner": ("You are the learner. Use the expert's thoughts to solve the question; put the final answer in "
+                "\\boxed{}.", "answer"),
+    "reflector": ("You are the reflector. Think about what needs to be computed or looked up.", "plan"),
+    "toolcaller": ("You solve the question and may call tools. To run Python, write <python>code that prints the "
+                   "result</python>; to search documents, write <search>query</search>. The result comes back as "
+                   "<result>...</result>. Put the final answer in \\boxed{}.", "answer"),
 }
 
 
@@ -41,18 +54,71 @@ class Topology:
     feedback: list  # (src, dst) across rounds: src's latents reach dst in the next round (not after the last)
 
 
+def _unique(roles):
+    return [r if roles.count(r) == 1 else f"{r}{i}" for i, r in enumerate(roles)]
+
+
+# The four patterns of the paper, side by side: only who feeds whom differs.
 def sequential(n):
     """planner -> [critic ->] solver, solver -> planner as feedback. n=1: one agent looping on its own thoughts."""
     roles = {1: ["solver"], 2: ["planner", "solver"]}.get(n) or ["planner"] + ["critic"] * (n - 2) + ["solver"]
-    roles = [r if roles.count(r) == 1 else f"{r}{i}" for i, r in enumerate(roles)]  # unique names
-    return Topology(roles, [(i, i + 1) for i in range(n - 1)], [(n - 1, 0)])
+    return Topology(_unique(roles), [(i, i + 1) for i in range(n - 1)], [(n - 1, 0)])
 
 
-TOPOLOGIES = {"sequential": sequential}
+def mixture(n):
+    """specialists think in parallel -> summarizer reads every stream (one slot each); feedback to each specialist."""
+    if n < 2:
+        raise UserError("the mixture pattern needs at least 2 agents: specialists then a summarizer")
+    roles = _unique([("math", "code", "science")[i % 3] for i in range(n - 1)]) + ["summarizer"]
+    return Topology(roles, [(i, n - 1) for i in range(n - 1)], [(n - 1, i) for i in range(n - 1)])
+
+
+def distillation(n):
+    """a (larger) expert thinks -> a (smaller) learner answers; feedback learner -> expert."""
+    if n != 2:
+        raise UserError("the distillation pattern takes exactly 2 agents: expert,learner")
+    return Topology(["expert", "learner"], [(0, 1)], [(1, 0)])
+
+
+def deliberation(n):
+    """a reflector thinks -> a tool-caller answers, calling <python>/<search> tools; feedback tool-caller -> reflector."""
+    if n != 2:
+        raise UserError("the deliberation pattern takes exactly 2 agents: reflector,toolcaller")
+    return Topology(["reflector", "toolcaller"], [(0, 1)], [(1, 0)])
+
+
+TOPOLOGIES = {"sequential": sequential, "mixture": mixture, "distillation": distillation, "deliberation": deliberation}
+
+PRESETS = {  # the paper's lineups (DESIGN.md §7): --agents paper-light etc.
+    "paper-light": ("sequential", "qwen,llama,qwen-math"),
+    "paper-scaled": ("sequential", "gemma,llama-3b,qwen3.5-4b"),
+    "paper-mixture": ("mixture", "deepseek,qwen-coder,mistral,qwen3.5-2b"),
+    "paper-distillation": ("distillation", "qwen3.5-9b,qwen3.5-4b"),
+    "paper-deliberation": ("deliberation", "qwen3.5-4b,qwen3.5-4b"),
+}
+
+
+def expand_agents(agents, pattern):
+    """'paper-mixture' -> (['deepseek', ...], 'mixture'); 'a,b' -> (['a', 'b'], pattern)."""
+    if agents in PRESETS:
+        return PRESETS[agents][1].split(","), PRESETS[agents][0]
+    names = [a.strip() for a in agents.split(",") if a.strip()]
+    if not names:
+        raise UserError("--agents is empty; pass e.g. --agents smollm,smollm")
+    return names, pattern
+
+
+def _base(role):
+    return role.rstrip("0123456789")
 
 
 def role_prompt(role):
-    return ROLES.get(role.rstrip("0123456789"), ROLES["solver"])[0]
+    return ROLES.get(_base(role), ROLES["solver"])[0]
+
+
+def role_target(role):
+    """The training field an agent of this role learns to produce (plan, refined_plan or answer)."""
+    return ROLES.get(_base(role), ROLES["solver"])[1]
 
 
 def slot_name(src_role, feedback):
@@ -101,9 +167,14 @@ def build_inputs(backbone, prompts, latents):
             elif part:
                 pieces.append(backbone.embed(torch.tensor(part, device=backbone.device)))
         rows.append(torch.cat(pieces).to(backbone.dtype))
+    return pad_left(rows, backbone.hidden_size, backbone.device)
+
+
+def pad_left(rows, d, device):
+    """[T_b, d] rows -> embeds [B, T, d] (zeros on the left), mask [B, T]."""
     T = max(len(r) for r in rows)
-    embeds = rows[0].new_zeros(len(rows), T, backbone.hidden_size)
-    mask = torch.zeros(len(rows), T, dtype=torch.long, device=backbone.device)
+    embeds = rows[0].new_zeros(len(rows), T, d)
+    mask = torch.zeros(len(rows), T, dtype=torch.long, device=device)
     for b, r in enumerate(rows):
         embeds[b, T - len(r):] = r
         mask[b, T - len(r):] = 1
@@ -129,13 +200,15 @@ class System(nn.Module):
     """Agents (frozen backbones, shared when they name the same model) + their RecursiveLinks (trainable)."""
 
     def __init__(self, agents, pattern="sequential", variant="2layer_ln_res", device="cpu", dtype=torch.float32,
-                 trust_remote_code=False, spread=False):
+                 trust_remote_code=False, spread=False, search_docs=None, tool_timeout=10.0):
         super().__init__()
         if pattern not in TOPOLOGIES:
             raise UserError(f"unknown pattern '{pattern}'; use one of {', '.join(TOPOLOGIES)}")
         if variant not in VARIANTS:
             raise UserError(f"unknown link variant '{variant}'; use one of {', '.join(VARIANTS)}")
         self.agent_names, self.pattern, self.variant = list(agents), pattern, variant
+        self.search = Search(search_docs) if search_docs else None  # the tool-caller's local document collection
+        self.tool_timeout = tool_timeout
         self.topology = TOPOLOGIES[pattern](len(agents))
         self.roles = self.topology.roles
         devices = [device] * len(agents)
@@ -228,11 +301,11 @@ class System(nn.Module):
             bb = self.backbones[last]
             prompts = [bb.prompt([{"role": "system", "content": role_prompt(self.roles[last])},
                                   {"role": "user", "content": f"Question: {q}"}]) for q in questions]
-            texts, counts = bb.generate(*build_inputs(bb, prompts, {}), **gen)
+            texts, counts, calls = self.answer(last, *build_inputs(bb, prompts, {}), gen)
             latent = 0
         elif mode == "latent":
             embeds, mask = self.latent_pass(questions, rounds, steps)[-1]
-            texts, counts = self.backbones[last].generate(embeds, mask, **gen)
+            texts, counts, calls = self.answer(last, embeds, mask, gen)
             latent = steps * (rounds * len(self.roles) - 1)
         else:  # Recursive-TextMAS: the same loop, every agent writes text and the next one reads it
             inbox = [{} for _ in self.roles]
@@ -240,7 +313,10 @@ class System(nn.Module):
                 for i, (role, bb) in enumerate(zip(self.roles, self.backbones)):
                     prompts = [self.prompt(i, q, r, texts={k: v[b] for k, v in inbox[i].items()})
                                for b, q in enumerate(questions)]
-                    texts, counts = bb.generate(*build_inputs(bb, prompts, {}), **gen)
+                    if i == last and r == rounds - 1:
+                        texts, counts, calls = self.answer(i, *build_inputs(bb, prompts, {}), gen)
+                    else:
+                        texts, counts = bb.generate(*build_inputs(bb, prompts, {}), **gen)
                     for b in range(B):
                         tokens[b][role] = tokens[b].get(role, 0) + counts[b]
                         written[b].append(texts[b])
@@ -253,8 +329,34 @@ class System(nn.Module):
                 tokens[b][self.roles[last]] = counts[b]
                 written[b].append(texts[b])
         seconds = _now() - t0
-        return [dict(text=texts[b], tokens=tokens[b], latent_steps=latent, seconds=seconds, written=written[b])
-                for b in range(B)]
+        return [dict(text=texts[b], tokens=tokens[b], latent_steps=latent, seconds=seconds, written=written[b],
+                     **({"tool_calls": calls[b]} if calls else {})) for b in range(B)]
+
+    def answer(self, i, embeds, mask, gen):
+        """Agent i writes the answer. A tool-caller stops at each </python> or </search>, the tool runs, its result is
+        appended as <result>...</result>, and decoding goes on (at most MAX_CALLS calls).
+        Returns (texts, tokens, tool calls per row or None)."""
+        bb = self.backbones[i]
+        if _base(self.roles[i]) != "toolcaller":
+            return (*bb.generate(embeds, mask, **gen), None)
+        B = embeds.shape[0]
+        prompt_rows = [embeds[b, mask[b].bool()] for b in range(B)]  # unpadded [T_b, d]
+        texts, counts, calls, active = [""] * B, [0] * B, [[] for _ in range(B)], list(range(B))
+        while active:
+            rows = [torch.cat([prompt_rows[b], bb.embed(torch.tensor(bb.encode(texts[b]) or [], dtype=torch.long,
+                                                                      device=bb.device))]) for b in active]
+            new, n = bb.generate(*pad_left(rows, bb.hidden_size, bb.device), stop=STOP, **gen)
+            still = []
+            for b, t, k in zip(active, new, n):
+                texts[b], counts[b] = texts[b] + t, counts[b] + k
+                call = TOOL_CALL.search(texts[b])
+                if call and len(calls[b]) < MAX_CALLS:
+                    result = run_tool(call.group(1), call.group(2), self.search, self.tool_timeout)
+                    calls[b].append(dict(tool=call.group(1), input=call.group(2).strip(), result=result))
+                    texts[b] += f"\n<result>{result}</result>\n"
+                    still.append(b)
+            active = still
+        return texts, counts, calls
 
     # --- checkpoints ------------------------------------------------------------------------------------------------
     def named_links(self):
@@ -304,7 +406,8 @@ def _now():
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Ask the looped multi-agent system one question.")
-    p.add_argument("--agents", default="smollm,smollm", help="comma-separated: aliases, hub ids, folders or .gguf files")
+    p.add_argument("--agents", default="smollm,smollm",
+                   help=f"comma-separated aliases, hub ids, folders or .gguf files; or a preset: {', '.join(PRESETS)}")
     p.add_argument("--mode", default="latent", choices=["latent", "text", "single"])
     p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
     p.add_argument("--rounds", type=int, default=2)
@@ -319,6 +422,8 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the <search> tool")
+    p.add_argument("--tool-timeout", type=float, default=10.0, help="seconds per <python> call")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
     try:
@@ -328,8 +433,9 @@ def main(argv=None):
             raise UserError("--rounds must be >= 1 and --latent-steps >= 0")
         torch.manual_seed(a.seed)
         device = pick_device(a.device)
-        system = System([s for s in a.agents.split(",") if s.strip()], a.pattern, a.link_variant, device,
-                        pick_dtype(a.dtype, device), a.trust_remote_code)
+        names, pattern = expand_agents(a.agents, a.pattern)
+        system = System(names, pattern, a.link_variant, device, pick_dtype(a.dtype, device), a.trust_remote_code,
+                        search_docs=a.search_docs, tool_timeout=a.tool_timeout)
         if a.links:
             system.load_links(a.links)
         rec = system.run([a.question], a.mode, a.rounds, a.latent_steps, a.max_new_tokens, a.temperature, a.top_p)[0]
@@ -342,6 +448,8 @@ def main(argv=None):
         print(json.dumps(rec))
     else:
         print(rec["text"])
+        for c in rec.get("tool_calls", []):
+            print(f"--- tool {c['tool']}: {c['input'][:60]!r} -> {c['result'][:60]!r}")
         print(f"--- {a.mode}: {rec['total_tokens']} generated tokens {rec['tokens']}, {rec['latent_steps']} latent steps, "
               f"{rec['seconds']:.2f} s")
     return 0

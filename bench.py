@@ -21,7 +21,7 @@ import time
 
 import torch
 
-from agents import System, build_inputs, rollout, rollout_recompute
+from agents import System, TOPOLOGIES, build_inputs, expand_agents, rollout, rollout_recompute
 from model import UserError, pick_device, pick_dtype
 
 QUESTIONS = [  # GSM8K test, first four
@@ -80,8 +80,8 @@ def end_to_end(system, questions, rounds_list, steps, max_new_tokens):
     return rows
 
 
-def time_it(fn, device, repeats=1):
-    fn()  # warm-up
+def time_it(fn, device, repeats=1, warmup=None):
+    (warmup or fn)()  # warm-up (kernels, allocator); a short call where the real one is long
     sync(device)
     t0 = time.perf_counter()
     for _ in range(repeats):
@@ -91,15 +91,19 @@ def time_it(fn, device, repeats=1):
 
 
 @torch.no_grad()
-def rollouts(system, ms, batches):
+def rollouts(system, ms, batches, max_work=None):
     bb, inner = system.backbones[0], system.inner[system.roles[0]]
     rows = []
     for B in batches:
         prompts = [system.prompt(0, QUESTIONS[b % len(QUESTIONS)], 0) for b in range(B)]
         embeds, mask = build_inputs(bb, prompts, {})
         for m in ms:
-            kv = time_it(lambda: rollout(bb, inner, embeds, mask, m), bb.device)
-            rc = time_it(lambda: rollout_recompute(bb, inner, embeds, mask, m), bb.device)
+            if max_work and B > 1 and B * m > max_work:
+                print(f"  batch {B:2d} m={m:3d}: skipped on this device (--rollout-max-work {max_work})")
+                continue
+            warm = lambda: rollout_recompute(bb, inner, embeds, mask, 2)
+            kv = time_it(lambda: rollout(bb, inner, embeds, mask, m), bb.device, warmup=warm)
+            rc = time_it(lambda: rollout_recompute(bb, inner, embeds, mask, m), bb.device, warmup=warm)
             rows.append(dict(batch=B, m=m, kv_seconds=kv, recompute_seconds=rc, speedup=rc / kv,
                              kv_ms_per_step=1000 * kv / m))
             print(f"  batch {B:2d} m={m:3d}: KV {kv:6.2f} s, recompute {rc:6.2f} s, {rc / kv:.1f}x", flush=True)
@@ -155,12 +159,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, "
                                             "training cost.")
     p.add_argument("--agents", default="smollm,smollm")
+    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
     p.add_argument("--rounds", default="1,2,3")
     p.add_argument("--latent-steps", type=int, default=16)
     p.add_argument("--questions", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=128)
     p.add_argument("--rollout-m", default="16,32,80")
     p.add_argument("--rollout-batch", default="1,16")
+    p.add_argument("--rollout-max-work", type=int, default=16 * 16,
+                   help="skip recompute runs with batch x m above this on a CPU (recompute at batch 16, m=80 takes "
+                        "minutes there); no limit on CUDA")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: e2e,rollout,train")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--device", default="auto")
@@ -169,7 +177,8 @@ def main(argv=None):
     try:
         device = pick_device(a.device)
         torch.manual_seed(0)
-        system = System(a.agents.split(","), device=device, dtype=pick_dtype(a.dtype, device))
+        names, pattern = expand_agents(a.agents, a.pattern)
+        system = System(names, pattern, device=device, dtype=pick_dtype(a.dtype, device))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -186,7 +195,8 @@ def main(argv=None):
     if "rollout" not in skip:
         print("latent rollout, KV cache vs recompute")
         res["rollout"] = rollouts(system, [int(m) for m in a.rollout_m.split(",")],
-                                  [int(b) for b in a.rollout_batch.split(",")])
+                                  [int(b) for b in a.rollout_batch.split(",")],
+                                  None if device.startswith("cuda") else a.rollout_max_work)
     if "train" not in skip:
         print("training cost on the final agent (batch 2)")
         res["training"] = training_cost(system)

@@ -21,7 +21,7 @@ import time
 import torch
 
 import scoring
-from agents import System
+from agents import PRESETS, System, TOPOLOGIES, expand_agents
 from links import VARIANTS
 from model import UserError, pick_device, pick_dtype
 from sandbox import run_python
@@ -139,10 +139,11 @@ def wilson(k, n, z=1.96):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description="Evaluate single / text / latent on a benchmark with strict scoring.")
-    p.add_argument("--agents", default="smollm")
+    p.add_argument("--agents", default="smollm", help=f"comma-separated models, or a preset: {', '.join(PRESETS)}")
     p.add_argument("--method", default="single", choices=["single", "text", "latent"])
     p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS)
-    p.add_argument("--pattern", default="sequential")
+    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
+    p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the deliberation <search> tool")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--latent-steps", type=int, default=8)
     p.add_argument("--links", default=None, help="link checkpoint (default: untrained links)")
@@ -166,8 +167,9 @@ def main(argv=None):
         torch.manual_seed(a.seed)
         random.seed(a.seed)
         device = pick_device(a.device)
-        system = System([s for s in a.agents.split(",") if s.strip()], a.pattern, a.link_variant, device,
-                        pick_dtype(a.dtype, device), a.trust_remote_code)
+        names, pattern = expand_agents(a.agents, a.pattern)
+        system = System(names, pattern, a.link_variant, device, pick_dtype(a.dtype, device), a.trust_remote_code,
+                        search_docs=a.search_docs, tool_timeout=a.timeout)
         if a.links:
             system.load_links(a.links)
     except UserError as e:

@@ -286,9 +286,29 @@ class Backbone:
                                use_cache=True, **{self._cache_kw: cache})
         return out.last_hidden_state, cache
 
+    def forward_checkpointed(self, embeds, mask):
+        """forward() without a KV cache and with gradient checkpointing: activations are recomputed in the backward
+        pass instead of kept (for the long teacher-forced answer pass in training). Same result as forward()."""
+        T = embeds.shape[1]
+        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        new = hasattr(self.model, "activation_checkpointing_enable")  # the name in newer transformers 5.x
+        if new:
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.model.model.train()  # HF checkpoints only in training mode; these models have no dropout on this path
+        try:
+            out = self.model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
+                                   use_cache=False)
+        finally:
+            self.model.model.eval()
+            self.model.activation_checkpointing_disable() if new else self.model.gradient_checkpointing_disable()
+        return out.last_hidden_state
+
     @torch.no_grad()
-    def generate(self, embeds, mask, max_new_tokens=256, temperature=0.0, top_p=1.0, generator=None):
+    def generate(self, embeds, mask, max_new_tokens=256, temperature=0.0, top_p=1.0, generator=None, stop=()):
         """Decode text after input embeddings [B, T, d] (left-padded, mask [B, T]); greedy when temperature == 0.
+        A row also ends when its text ends with one of the `stop` strings (kept in the text).
         Returns (texts, tokens) with tokens[b] = number of tokens generated for row b (its end token included)."""
         B = embeds.shape[0]
         hidden, cache = self.forward(embeds, mask)
@@ -302,6 +322,9 @@ class Backbone:
             out[:, t] = nxt
             counts += (~done).long()
             done |= torch.isin(nxt, eos)
+            for b in range(B) if stop else ():
+                if not done[b] and self.tokenizer.decode(out[b, :counts[b]]).rstrip().endswith(tuple(stop)):
+                    done[b] = True
             if done.all() or t == max_new_tokens - 1:
                 break
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import ROLES, System, append_targets, build_inputs, slot_name
+from agents import System, expand_agents, role_target, append_targets, build_inputs, slot_name
 from data import DataError, load_rows
 from model import UserError, pick_device, pick_dtype
 
@@ -27,7 +27,7 @@ from model import UserError, pick_device, pick_dtype
 def inner_loss(system, rows, max_tokens):
     total = 0.0
     for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
-        field = ROLES.get(role.rstrip("0123456789"), ROLES["solver"])[1]
+        field = role_target(role)
         prompts = [system.prompt(i, r["question"], round_=0) for r in rows]
         empty = {slot_name(system.roles[s], fb): torch.zeros(len(rows), 0, bb.hidden_size, device=bb.device)
                  for s, fb in system.incoming(i, 0)}  # each agent alone: its slots stay empty
@@ -51,8 +51,9 @@ def main(argv=None):
     try:
         torch.manual_seed(args.seed)
         device = pick_device(args.device)
-        system = System([a for a in args.agents.split(",") if a.strip()], args.pattern, args.link_variant, device,
-                        pick_dtype(args.dtype, device), args.trust_remote_code, args.spread)
+        names, pattern = expand_agents(args.agents, args.pattern)
+        system = System(names, pattern, args.link_variant, device, pick_dtype(args.dtype, device),
+                        args.trust_remote_code, args.spread)
         rows = load_rows(args.data, "train")
         system.outer.requires_grad_(False)
         trainer.train(system, system.inner.parameters(), lambda b: inner_loss(system, b, args.max_target_tokens),

@@ -27,16 +27,19 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import ROLES, System, append_targets
+from agents import System, expand_agents, role_target, append_targets
 from data import DataError, load_rows, secret_rows
 from model import UserError, pick_device, pick_dtype
 
 
-def answer_ce(backbone, embeds, mask, answers, max_tokens):
+def answer_ce(backbone, embeds, mask, answers, max_tokens, checkpoint=False):
     """Mean cross-entropy of the answer tokens (end token included) after the final agent's inputs."""
     T = embeds.shape[1]
     full, full_mask, ids, tmask = append_targets(backbone, embeds, mask, answers, max_tokens)
-    hidden, _ = backbone.forward(full, full_mask)
+    if checkpoint:
+        hidden = backbone.forward_checkpointed(full, full_mask)
+    else:
+        hidden, _ = backbone.forward(full, full_mask)
     logits = backbone.logits(hidden[:, T - 1:-1]).float()  # [B, L, V]: position T-1+j predicts target token j
     return F.cross_entropy(logits.flatten(0, 1), ids.masked_fill(tmask == 0, -100).flatten())
 
@@ -45,7 +48,7 @@ def teacher_latents(system, rows, steps):
     """make_latents for --latents teacher: inner(hidden states over the agent's gold role text), first m tokens."""
     def make(i, embeds, mask, round_):
         bb, role = system.backbones[i], system.roles[i]
-        field = ROLES.get(role.rstrip("0123456789"), ROLES["solver"])[1]
+        field = role_target(role)
         T = embeds.shape[1]
         full, _, _, tmask = append_targets(bb, embeds, mask, [r[field] for r in rows], steps, pad_to=steps)
         hidden, _ = bb.forward(full[:, :T + steps], torch.cat([mask, torch.ones_like(tmask)], 1))
@@ -58,9 +61,10 @@ def outer_loss(system, rows, args):
     make = teacher_latents(system, rows, args.latent_steps) if args.latents == "teacher" else None
     finals = system.latent_pass(questions, args.rounds, args.latent_steps, make_latents=make)
     bb = system.backbones[-1]
+    ck = getattr(args, "grad_ckpt", False)
     if args.supervise == "final" or len(finals) == 1:
-        return answer_ce(bb, *finals[-1], answers, args.max_target_tokens)
-    ces = [answer_ce(bb, e, m, answers, args.max_target_tokens) for e, m in finals]
+        return answer_ce(bb, *finals[-1], answers, args.max_target_tokens, ck)
+    ces = [answer_ce(bb, e, m, answers, args.max_target_tokens, ck) for e, m in finals]
     return ces[-1] + 0.1 * torch.stack(ces[:-1]).mean()
 
 
@@ -87,6 +91,8 @@ def main(argv=None):
     p.add_argument("--supervise", default="final", choices=["final", "all"])
     p.add_argument("--links", default=None, help="start from these links (e.g. runs/inner/links from train_inner.py)")
     p.add_argument("--train-inner", action="store_true", help="also train the inner links (default: frozen)")
+    p.add_argument("--grad-ckpt", action="store_true",
+                   help="gradient checkpointing in the answer pass: less memory, ~30%% more time")
     p.add_argument("--eval-questions", type=int, default=3, help="held-out questions answered before and after")
     p.add_argument("--max-new-tokens", type=int, default=96)
     args = p.parse_args(argv)
@@ -94,8 +100,9 @@ def main(argv=None):
     try:
         torch.manual_seed(args.seed)
         device = pick_device(args.device)
-        system = System([a for a in args.agents.split(",") if a.strip()], args.pattern, args.link_variant, device,
-                        pick_dtype(args.dtype, device), args.trust_remote_code, args.spread)
+        names, pattern = expand_agents(args.agents, args.pattern)
+        system = System(names, pattern, args.link_variant, device, pick_dtype(args.dtype, device),
+                        args.trust_remote_code, args.spread)
         if args.links:
             system.load_links(args.links)
         if args.data == "secret":

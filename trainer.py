@@ -29,8 +29,9 @@ from model import UserError
 
 def add_args(p, steps, lr, batch):
     """The options both stages share."""
-    p.add_argument("--agents", default="smollm,smollm", help="comma-separated aliases, hub ids, folders or .gguf files")
-    p.add_argument("--pattern", default="sequential")
+    p.add_argument("--agents", default="smollm,smollm",
+                   help="comma-separated aliases, hub ids, folders or .gguf files; or a preset like paper-light")
+    p.add_argument("--pattern", default="sequential", choices=["sequential", "mixture", "distillation", "deliberation"])
     p.add_argument("--data", default="gsm8k", help="'gsm8k' (derived rows, offline) or a .jsonl/.json file")
     p.add_argument("--steps", type=int, default=steps)
     p.add_argument("--batch-size", type=int, default=batch)

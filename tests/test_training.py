@@ -136,3 +136,22 @@ def test_cli_train_with_checkpoint_of_other_agents_fails_clearly(tmp_path):
     r = subprocess.run([sys.executable, "train_outer.py", "--agents", "tiny-qwen,tiny-qwen", "--links",
                         str(tmp_path / "ck"), "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "Traceback" not in r.stderr and "64" in r.stderr and "96" in r.stderr
+
+
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(monkeypatch):
+    import torch.utils.checkpoint as cp
+    used, real = [], cp.checkpoint
+    monkeypatch.setattr(cp, "checkpoint", lambda *a, **k: used.append(1) or real(*a, **k))
+    system = System(["tiny-llama", "tiny-qwen"])
+    system.inner.requires_grad_(False)
+    results = []
+    for ck in (False, True):
+        system.zero_grad(set_to_none=True)
+        loss = train_outer.outer_loss(system, ROWS[:2], _args(rounds=2, grad_ckpt=ck))
+        loss.backward()
+        results.append((loss.detach(), [p.grad.clone() for p in system.outer.parameters()]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert len(used) == 2  # both decoder layers of tiny-qwen were checkpointed, in the second pass only
+    assert not system.backbones[-1].model.model.training  # back in eval mode afterwards

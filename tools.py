@@ -1,0 +1,62 @@
+"""
+Tools of the deliberation pattern's tool-caller (DESIGN.md §3): <python>code</python> and <search>query</search>.
+
+  python   runs in sandbox.py (own process, timeouts, memory and process limits, no network, throwaway folder);
+           the result is what the code printed, or its error, or that it timed out.
+  search   ranks passages of a LOCAL document collection (a JSONL file of {"title", "text"} rows) by a simple
+           lexical score (BM25); with no collection configured it says so, never a made-up result.
+"""
+import json
+import math
+import re
+from collections import Counter
+
+from sandbox import run_python
+
+TOOL_CALL = re.compile(r"<(python|search)>(.*?)</\1>\s*$", re.S)  # a call that ends the text generated so far
+STOP = ["</python>", "</search>"]
+MAX_CALLS = 5
+
+
+def _words(s):
+    return re.findall(r"[a-z0-9]+", s.lower())
+
+
+class Search:
+    """BM25 over a JSONL file of passages."""
+
+    def __init__(self, path, k1=1.5, b=0.75):
+        with open(path) as f:
+            self.docs = [json.loads(l) for l in f if l.strip()]
+        self.toks = [_words(d.get("title", "") + " " + d.get("text", "")) for d in self.docs]
+        self.df = Counter(w for t in self.toks for w in set(t))
+        self.avg = sum(map(len, self.toks)) / max(1, len(self.toks))
+        self.k1, self.b = k1, b
+
+    def __call__(self, query, k=3):
+        q, N = _words(query), len(self.docs)
+        scores = []
+        for i, t in enumerate(self.toks):
+            tf = Counter(t)
+            s = sum(math.log(1 + (N - self.df[w] + 0.5) / (self.df[w] + 0.5)) * tf[w] * (self.k1 + 1) /
+                    (tf[w] + self.k1 * (1 - self.b + self.b * len(t) / self.avg)) for w in q if w in tf)
+            scores.append((s, i))
+        best = [i for s, i in sorted(scores, reverse=True)[:k] if s > 0]
+        if not best:
+            return "no matching document"
+        return "\n".join(f"[{self.docs[i].get('title', i)}] {self.docs[i].get('text', '')[:500]}" for i in best)
+
+
+def run_tool(name, body, search=None, timeout=10.0):
+    """-> the text that goes back inside <result>...</result>."""
+    if name == "python":
+        r = run_python(body.strip("\n"), timeout=timeout)
+        if r.timed_out:
+            return f"error: timed out after {timeout:g} s"
+        if not r.ok:
+            err = r.stderr.strip().splitlines()
+            return "error: " + (err[-1] if err else f"exit status {r.returncode}")
+        return r.stdout.strip()[:1000]
+    if search is None:
+        return "search is not available: no document collection is configured (pass --search-docs FILE.jsonl)"
+    return search(body.strip())
