@@ -43,7 +43,9 @@ ROLES = {  # role -> (system prompt, which training field is its target text)
     "reflector": ("You are the reflector. Think about what needs to be computed or looked up.", "plan"),
     "toolcaller": ("You solve the question and may call tools. To run Python, write <python>code that prints the "
                    "result</python>; to search documents, write <search>query</search>. The result comes back as "
-                   "<result>...</result>. Put the final answer in \\boxed{}.", "answer"),
+                   "<result>...</result>. Put the final answer in \\boxed{}.\n"
+                   "Example. Question: What is 2**20?\n<python>print(2**20)</python>\n<result>1048576</result>\n"
+                   "The answer is \\boxed{1048576}.", "answer"),
 }
 
 
@@ -404,6 +406,18 @@ def _now():
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 
+def system_from_args(a):
+    """The System that a CLI's parsed options describe (every script shares --agents, --pattern, --device, ...)."""
+    device = pick_device(a.device)
+    names, pattern = expand_agents(a.agents, a.pattern)
+    system = System(names, pattern, getattr(a, "link_variant", "2layer_ln_res"), device, pick_dtype(a.dtype, device),
+                    getattr(a, "trust_remote_code", False), getattr(a, "spread", False),
+                    getattr(a, "search_docs", None), getattr(a, "tool_timeout", 10.0))
+    if getattr(a, "links", None):
+        system.load_links(a.links)
+    return system
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Ask the looped multi-agent system one question.")
     p.add_argument("--agents", default="smollm,smollm",
@@ -432,12 +446,7 @@ def main(argv=None):
         if a.rounds < 1 or a.latent_steps < 0:
             raise UserError("--rounds must be >= 1 and --latent-steps >= 0")
         torch.manual_seed(a.seed)
-        device = pick_device(a.device)
-        names, pattern = expand_agents(a.agents, a.pattern)
-        system = System(names, pattern, a.link_variant, device, pick_dtype(a.dtype, device), a.trust_remote_code,
-                        search_docs=a.search_docs, tool_timeout=a.tool_timeout)
-        if a.links:
-            system.load_links(a.links)
+        system = system_from_args(a)
         rec = system.run([a.question], a.mode, a.rounds, a.latent_steps, a.max_new_tokens, a.temperature, a.top_p)[0]
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)

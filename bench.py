@@ -21,8 +21,8 @@ import time
 
 import torch
 
-from agents import System, TOPOLOGIES, build_inputs, expand_agents, rollout, rollout_recompute
-from model import UserError, pick_device, pick_dtype
+from agents import TOPOLOGIES, build_inputs, rollout, rollout_recompute, system_from_args
+from model import UserError
 
 QUESTIONS = [  # GSM8K test, first four
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends "
@@ -175,10 +175,9 @@ def main(argv=None):
     p.add_argument("--dtype", default="auto")
     a = p.parse_args(argv)
     try:
-        device = pick_device(a.device)
         torch.manual_seed(0)
-        names, pattern = expand_agents(a.agents, a.pattern)
-        system = System(names, pattern, device=device, dtype=pick_dtype(a.dtype, device))
+        system = system_from_args(a)
+        device = str(system.backbones[-1].device)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

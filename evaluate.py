@@ -21,9 +21,9 @@ import time
 import torch
 
 import scoring
-from agents import PRESETS, System, TOPOLOGIES, expand_agents
+from agents import PRESETS, TOPOLOGIES, system_from_args
 from links import VARIANTS
-from model import UserError, pick_device, pick_dtype
+from model import UserError
 from sandbox import run_python
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -153,7 +153,8 @@ def main(argv=None):
     p.add_argument("--temperature", type=float, default=None)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--timeout", type=float, default=10.0, help="seconds per code sample in the sandbox")
+    p.add_argument("--timeout", dest="tool_timeout", type=float, default=10.0,
+                   help="seconds per code sample (and per <python> tool call) in the sandbox")
     p.add_argument("--gpqa-path", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/eval")
@@ -166,12 +167,7 @@ def main(argv=None):
         temperature = a.temperature if a.temperature is not None else (0.7 if a.samples > 1 else 0.0)
         torch.manual_seed(a.seed)
         random.seed(a.seed)
-        device = pick_device(a.device)
-        names, pattern = expand_agents(a.agents, a.pattern)
-        system = System(names, pattern, a.link_variant, device, pick_dtype(a.dtype, device), a.trust_remote_code,
-                        search_docs=a.search_docs, tool_timeout=a.timeout)
-        if a.links:
-            system.load_links(a.links)
+        system = system_from_args(a)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -186,7 +182,7 @@ def main(argv=None):
                        for _ in range(a.samples)]
             for j, it in enumerate(batch):
                 recs = [s[j] for s in samples]
-                scored = [score(it, r["text"], a.timeout) for r in recs]
+                scored = [score(it, r["text"], a.tool_timeout) for r in recs]
                 tokens = {}
                 for r in recs:
                     for k, v in r["tokens"].items():

@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import System, expand_agents, role_target, append_targets, build_inputs, slot_name
+from agents import system_from_args, role_target, append_targets, build_inputs, slot_name
 from data import DataError, load_rows
-from model import UserError, pick_device, pick_dtype
+from model import UserError
 
 
 def inner_loss(system, rows, max_tokens):
@@ -50,10 +50,7 @@ def main(argv=None):
     args.stage, args.out = "inner", args.out or os.path.join("runs", "inner")
     try:
         torch.manual_seed(args.seed)
-        device = pick_device(args.device)
-        names, pattern = expand_agents(args.agents, args.pattern)
-        system = System(names, pattern, args.link_variant, device, pick_dtype(args.dtype, device),
-                        args.trust_remote_code, args.spread)
+        system = system_from_args(args)
         rows = load_rows(args.data, "train")
         system.outer.requires_grad_(False)
         trainer.train(system, system.inner.parameters(), lambda b: inner_loss(system, b, args.max_target_tokens),

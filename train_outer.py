@@ -27,9 +27,9 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import System, expand_agents, role_target, append_targets
+from agents import system_from_args, role_target, append_targets
 from data import DataError, load_rows, secret_rows
-from model import UserError, pick_device, pick_dtype
+from model import UserError
 
 
 def answer_ce(backbone, embeds, mask, answers, max_tokens, checkpoint=False):
@@ -99,12 +99,7 @@ def main(argv=None):
     args.stage, args.out = "outer", args.out or os.path.join("runs", "outer" if args.data != "secret" else "secret")
     try:
         torch.manual_seed(args.seed)
-        device = pick_device(args.device)
-        names, pattern = expand_agents(args.agents, args.pattern)
-        system = System(names, pattern, args.link_variant, device, pick_dtype(args.dtype, device),
-                        args.trust_remote_code, args.spread)
-        if args.links:
-            system.load_links(args.links)
+        system = system_from_args(args)
         if args.data == "secret":
             rows, held = secret_rows(), secret_rows(held_out=True)
         else:
