@@ -88,13 +88,19 @@ def test_text_mode_passes_text_and_counts_every_agent():
     assert rec["tokens"] == {"planner": 6, "solver": 6} and rec["latent_steps"] == 0
 
 
-def test_latents_change_the_answer_and_zero_steps_do_not():
-    """The final agent's input contains the latents: different thoughts -> different input."""
+def test_latents_are_spliced_into_the_final_agents_input():
+    """The solver's input is [prefix, outer(planner's m thoughts), suffix]; with m=0 just [prefix, suffix]."""
     system = System(["tiny-llama", "tiny-qwen"])
     with torch.no_grad():
         (e0, m0), = system.latent_pass(["Hi?"], 1, 0)
         (e3, m3), = system.latent_pass(["Hi?"], 1, 3)
+        planner = system.backbones[0]
+        thoughts = rollout(planner, system.inner["planner"], *build_inputs(planner, [system.prompt(0, "Hi?", 0)], {}), 3)
+        sent = system.outer["planner->solver"](thoughts)  # [1, 3, 96]
+    P = len(system.backbones[1].split_slots(system.prompt(1, "Hi?", 0))[0])  # tokens before the slot
     assert e3.shape[1] == e0.shape[1] + 3 and m3.sum() == m0.sum() + 3
+    torch.testing.assert_close(e3[:, P:P + 3], sent)
+    torch.testing.assert_close(torch.cat([e3[:, :P], e3[:, P + 3:]], 1), e0)
 
 
 # ---- links -------------------------------------------------------------------------------------------------
