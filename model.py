@@ -277,8 +277,7 @@ class Backbone:
         embeds [B, T, d]; mask [B, past + T] (1 = real token, 0 = left padding); cache from an earlier call or None.
         Returns (last-layer hidden states [B, T, d], cache). Position ids come from the mask, so a left-padded row
         sees the same positions as the same prompt alone."""
-        T = embeds.shape[1]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        position_ids = positions(mask, embeds.shape[1])
         if cache is None:
             from transformers import DynamicCache
             cache = DynamicCache(config=self.config)
@@ -289,8 +288,7 @@ class Backbone:
     def forward_checkpointed(self, embeds, mask):
         """forward() without a KV cache and with gradient checkpointing: activations are recomputed in the backward
         pass instead of kept (for the long teacher-forced answer pass in training). Same result as forward()."""
-        T = embeds.shape[1]
-        position_ids = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+        position_ids = positions(mask, embeds.shape[1])
         new = hasattr(self.model, "activation_checkpointing_enable")  # the name in newer transformers 5.x
         if new:
             self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
@@ -331,6 +329,12 @@ class Backbone:
             hidden, cache = self.forward(self.embed(nxt[:, None]), mask, cache)
         texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in zip(out, counts)]
         return texts, counts.tolist()
+
+
+def positions(mask, T):
+    """Position ids of the last T inputs from the attention mask [B, past + T]: each row counts its own real tokens
+    from 0, so left padding does not shift them."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
 
 
 def sample(logits, temperature=0.0, top_p=1.0, generator=None):
