@@ -155,3 +155,13 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(monkeypatch):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert len(used) == 2  # both decoder layers of tiny-qwen were checkpointed, in the second pass only
     assert not system.backbones[-1].model.model.training  # back in eval mode afterwards
+
+
+def test_torchrun_two_processes_train_and_save(tmp_path):
+    """torch.distributed over gloo on the CPU: two ranks split each batch and average their gradients."""
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train_outer.py",
+                        *_train_tiny(tmp_path, 3, **{"device": "cpu", "log-every": 1})],
+                       cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "batch 2 x 2 rank(s)" in r.stdout and "step     3/3" in r.stdout
+    assert (tmp_path / "latest").read_text() == "step-000003"
