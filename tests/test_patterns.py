@@ -135,11 +135,11 @@ def test_search_tool_ranks_a_local_collection_and_says_when_there_is_none(tmp_pa
 
 
 @needs_smollm
-@pytest.mark.parametrize("pattern,agents", [("mixture", ["smollm"] * 3), ("distillation", ["smollm"] * 2),
-                                            ("deliberation", ["smollm"] * 2)])
+@pytest.mark.parametrize("pattern,agents", [("sequential", ["smollm"] * 3), ("mixture", ["smollm"] * 3),
+                                            ("distillation", ["smollm"] * 2), ("deliberation", ["smollm"] * 2)])
 def test_each_pattern_runs_on_smollm(pattern, agents):
     system = System(agents, pattern)
     assert len({id(bb) for bb in system.backbones}) == 1  # one copy of the weights
-    for rounds in (1, 2):
+    for rounds in (1, 2, 3):
         rec = system.run(["What is 12*7?"], "latent", rounds=rounds, steps=4, max_new_tokens=8)[0]
         assert rec["text"] and rec["latent_steps"] == 4 * (rounds * len(agents) - 1)
