@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from fast import MODES as FAST_MODES, resolve_mode as resolve_fast
 from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
 from model import UserError, load_backbone, pick_device, pick_dtype, slot
 from tools import MAX_CALLS, STOP, TOOL_CALL, Search, run_tool
@@ -132,13 +133,17 @@ def slot_name(src_role, feedback):
 
 def rollout(backbone, inner, embeds, mask, steps):
     """embeds [B, T, d], mask [B, T] (left-padded) -> latent thoughts [B, steps, d]: e_t = inner(h_t), where h_1 is the
-    prompt's last state and h_{t+1} is the state after feeding e_t. One prefill, then one one-token step each."""
-    hidden, cache = backbone.forward(embeds, mask)
+    prompt's last state and h_{t+1} is the state after feeding e_t. One prefill, then one one-token step each
+    (through fast.py's static cache / CUDA graph when the backbone's fast path is on)."""
+    dec = backbone.stepper(embeds.shape[0], mask.shape[1] + steps)
+    hidden, cache = (dec.start(embeds, mask), None) if dec else backbone.forward(embeds, mask)
     thoughts = []
     for t in range(steps):
         e = inner(hidden[:, -1:])  # [B, 1, d]
         thoughts.append(e)
-        if t < steps - 1:
+        if t < steps - 1 and dec:
+            hidden = dec.step(e)
+        elif t < steps - 1:
             mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
             hidden, cache = backbone.forward(e, mask, cache)
     return torch.cat(thoughts, dim=1) if thoughts else embeds[:, :0]  # [B, m, d]
@@ -202,7 +207,7 @@ class System(nn.Module):
     """Agents (frozen backbones, shared when they name the same model) + their RecursiveLinks (trainable)."""
 
     def __init__(self, agents, pattern="sequential", variant="2layer_ln_res", device="cpu", dtype=torch.float32,
-                 trust_remote_code=False, spread=False, search_docs=None, tool_timeout=10.0):
+                 trust_remote_code=False, spread=False, search_docs=None, tool_timeout=10.0, fast="auto"):
         super().__init__()
         if pattern not in TOPOLOGIES:
             raise UserError(f"unknown pattern '{pattern}'; use one of {', '.join(TOPOLOGIES)}")
@@ -218,6 +223,10 @@ class System(nn.Module):
             names = list(dict.fromkeys(agents))
             devices = [f"cuda:{names.index(a) % torch.cuda.device_count()}" for a in agents]
         self.backbones = [load_backbone(a, dev, dtype, trust_remote_code) for a, dev in zip(agents, devices)]
+        if fast not in FAST_MODES:
+            raise UserError(f"unknown --fast '{fast}'; use one of {', '.join(FAST_MODES)}")
+        for bb in self.backbones:  # fast.py: static KV cache + CUDA graph for one-token steps ("auto": on CUDA)
+            bb.fast = resolve_fast(fast, bb)
         stats = [embedding_stats(bb) for bb in self.backbones]  # (embedding rms, hidden rms)
         ln = variant == "2layer_ln_res"
         self.inner = nn.ModuleDict({
@@ -412,7 +421,7 @@ def system_from_args(a):
     names, pattern = expand_agents(a.agents, a.pattern)
     system = System(names, pattern, getattr(a, "link_variant", "2layer_ln_res"), device, pick_dtype(a.dtype, device),
                     getattr(a, "trust_remote_code", False), getattr(a, "spread", False),
-                    getattr(a, "search_docs", None), getattr(a, "tool_timeout", 10.0))
+                    getattr(a, "search_docs", None), getattr(a, "tool_timeout", 10.0), getattr(a, "fast", "auto"))
     if getattr(a, "links", None):
         system.load_links(a.links)
     return system
@@ -436,6 +445,8 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--fast", default="auto", choices=FAST_MODES,
+                   help="one-token steps: auto = static KV cache + CUDA graph on CUDA, eager HF forward elsewhere")
     p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the <search> tool")
     p.add_argument("--tool-timeout", type=float, default=10.0, help="seconds per <python> call")
     p.add_argument("--json", action="store_true", help="print one JSON object")

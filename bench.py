@@ -7,12 +7,16 @@ same process on the same inputs. Absolute times mean something only for the mach
      families compare), latent steps, peak memory; ratios against text at the same r.
   2. latent rollout: KV cache vs the released code's recompute-every-step, m = 16, 32, 80, batch 1 and 16.
   3. training cost on the final agent: outer-link training vs LoRA (PEFT, optional) vs full fine-tuning.
+  4. one latent step (fast.py): eager HF forward vs static KV cache vs + CUDA graph vs + torch.compile, against the
+     floor = the bytes of the weights a step reads / the measured memory bandwidth; each mode's error against float32.
 
     python bench.py                                   # CPU: SmolLM2 x2, ~8 minutes on 2 cores
     python bench.py --agents random-qwen2.5-1.5b,random-llama-3.2-1b --device cuda     # paper-sized, no weights
+    bash gpu_check.sh                                 # on a GPU: the CUDA tests + the step table, one call
 Writes runs/bench/bench.json (and PNG plots when matplotlib is installed).
 """
 import argparse
+import copy
 import json
 import os
 import resource
@@ -21,8 +25,9 @@ import time
 
 import torch
 
+import fast
 from agents import TOPOLOGIES, build_inputs, rollout, rollout_recompute, system_from_args
-from model import UserError
+from model import Backbone, UserError
 
 QUESTIONS = [  # GSM8K test, first four
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends "
@@ -115,7 +120,8 @@ def training_cost(system, steps=3):
     import train_outer
     bb, device = system.backbones[-1], system.backbones[-1].device
     rows = [{"question": q, "answer": "The final answer is \\boxed{18}."} for q in QUESTIONS[:2]]
-    args = argparse.Namespace(rounds=1, latent_steps=8, latents="rollout", supervise="final", max_target_tokens=64)
+    rounds = 1 if system.topology.edges else 2  # one agent alone: its only outer link is its feedback to itself
+    args = argparse.Namespace(rounds=rounds, latent_steps=8, latents="rollout", supervise="final", max_target_tokens=64)
 
     def outer_step():
         system.outer.requires_grad_(True)
@@ -155,6 +161,102 @@ def training_cost(system, steps=3):
     return out
 
 
+def bandwidth(device):
+    """Measured memory bandwidth in bytes/s: a large device-to-device copy (bytes read + bytes written)."""
+    n = (256 if str(device).startswith("cuda") else 64) * 2**20
+    x = torch.randn(n // 4, device=device)
+    y = torch.empty_like(x)
+    secs = time_it(lambda: y.copy_(x), device, repeats=20)
+    return 2 * n / secs
+
+
+def step_bytes(bb):
+    """Bytes a latent step must read at least: every decoder-layer weight and the final norm, once (the input
+    embeddings and the LM head are not touched by a latent step)."""
+    m = bb.model.model
+    return sum(p.numel() * p.element_size() for p in list(m.layers.parameters()) + list(m.norm.parameters()))
+
+
+@torch.no_grad()
+def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=3):
+    """Milliseconds per one-token latent step for each fast mode, each mode's relative error on one step against
+    the float32 eager forward (same weights, upcast), and the floor. A mode that fails is reported, not fatal."""
+    rows, seen = [], set()
+    for bb in system.backbones:
+        if bb.name in seen:
+            continue
+        seen.add(bb.name)
+        bw = bandwidth(bb.device)
+        floor_ms = 1000 * step_bytes(bb) / bw
+        ref_bb = bb if bb.dtype == torch.float32 else Backbone(bb.name, copy.deepcopy(bb.model).float(), bb.tokenizer)
+        print(f"  {bb.name}: {step_bytes(bb) / 2**30:.2f} GiB of weights per step, {bw / 1e9:.0f} GB/s measured "
+              f"-> floor {floor_ms:.3f} ms", flush=True)
+        for B in batches:
+            g = torch.Generator().manual_seed(B)
+            embeds = (0.1 * torch.randn(B, prompt_len, bb.hidden_size, generator=g)).to(bb.device, bb.dtype)
+            mask = torch.ones(B, prompt_len, dtype=torch.long, device=bb.device)
+            inputs = (0.1 * torch.randn(steps, B, 1, bb.hidden_size, generator=g)).to(bb.device, bb.dtype)
+            _, cache = ref_bb.forward(embeds.float(), mask)
+            ref, _ = ref_bb.forward(inputs[0].float(), torch.ones(B, prompt_len + 1, device=bb.device), cache)
+            if ref_bb is not bb:
+                del cache
+            for mode in modes:
+                row = dict(model=bb.name.rstrip("/").split("/")[-1], batch=B, mode=mode, floor_ms=floor_ms)
+                try:
+                    t0 = time.perf_counter()
+                    prefill, run, first = _stepper(bb, mode, B, prompt_len + steps, embeds, mask, inputs)
+                    row["setup_s"] = time.perf_counter() - t0  # decoder + graph capture (+ compilation)
+                    row["rel_error_vs_fp32"] = ((first.float() - ref).norm() / ref.norm()).item()
+                    times = []
+                    for _ in range(repeats):
+                        state = prefill()
+                        sync(bb.device)
+                        t0 = time.perf_counter()
+                        run(state)
+                        sync(bb.device)
+                        times.append((time.perf_counter() - t0) / steps)
+                    row["ms_per_step"] = 1000 * sorted(times)[len(times) // 2]
+                    row["x_floor"] = row["ms_per_step"] / floor_ms
+                except Exception as e:  # a mode this machine cannot run (e.g. compile without a compiler)
+                    row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"
+                rows.append(row)
+                print("  " + _step_line(row), flush=True)
+        if ref_bb is not bb:
+            del ref_bb
+    return rows
+
+
+def _stepper(bb, mode, B, need, embeds, mask, inputs):
+    """(prefill() -> state, steps(state) -> last output, the first step's output after a fresh prefill) for a mode.
+    Only steps() is timed."""
+    if mode == "off":  # HF forward with a DynamicCache, as the eager rollout does it
+        def prefill():
+            return bb.forward(embeds, mask)[1]
+
+        def steps(cache):
+            m = mask
+            for e in inputs:
+                m = torch.cat([m, torch.ones_like(m[:, :1])], 1)
+                out, cache = bb.forward(e, m, cache)
+            return out
+        return prefill, steps, bb.forward(inputs[0], torch.cat([mask, mask[:, :1]], 1), prefill())[0]
+    dec = fast.StaticDecoder(bb, B, fast.bucket(need), mode)
+
+    def steps(_):
+        for e in inputs:
+            out = dec.step(e)
+        return out
+    dec.start(embeds, mask)
+    return lambda: dec.start(embeds, mask), steps, dec.step(inputs[0])
+
+
+def _step_line(r):
+    if "error" in r:
+        return f"{r['model']} batch {r['batch']} {r['mode']}: failed: {r['error']}"
+    return (f"{r['model']} batch {r['batch']} {r['mode']}: {r['ms_per_step']:.3f} ms/step ({r['x_floor']:.1f}x floor), "
+            f"error vs fp32 {r['rel_error_vs_fp32']:.1e}, set-up {r['setup_s']:.1f} s")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, "
                                             "training cost.")
@@ -169,7 +271,11 @@ def main(argv=None):
     p.add_argument("--rollout-max-work", type=int, default=16 * 16,
                    help="skip recompute runs with batch x m above this on a CPU (recompute at batch 16, m=80 takes "
                         "minutes there); no limit on CUDA")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: e2e,rollout,train")
+    p.add_argument("--step-batch", default="1,16")
+    p.add_argument("--step-modes", default="auto",
+                   help="fast.py modes to time, e.g. off,static,graph,compile; auto = off,static on a CPU (compile "
+                        "takes minutes there), off,static,graph,compile on CUDA")
+    p.add_argument("--skip", default="", help="comma-separated parts to skip: e2e,rollout,train,step")
     p.add_argument("--out", default="runs/bench")
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
@@ -199,6 +305,12 @@ def main(argv=None):
     if "train" not in skip:
         print("training cost on the final agent (batch 2)")
         res["training"] = training_cost(system)
+    if "step" not in skip:
+        modes = a.step_modes
+        if modes == "auto":
+            modes = "off,static,graph,compile" if device.startswith("cuda") else "off,static"
+        print("one latent step: eager vs fast.py, against the weight-read floor")
+        res["step"] = step_times(system, [int(b) for b in a.step_batch.split(",")], modes.split(","))
     res["seconds"] = time.time() - t0
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "bench.json"), "w") as f:
@@ -209,7 +321,7 @@ def main(argv=None):
 
 
 def report(res):
-    print(f"\n{res['machine']}, {res['agents']}, {res['dtype']}")
+    print(f"\n== report: {res['machine']}, {res['agents']}, {res['dtype']}")
     if "end_to_end" in res:
         print(f"\n{'method':8} {'r':>2} {'seconds':>8} {'tokens':>7} {'cl100k':>7} {'latent':>7} {'peak GB':>8} "
               f"{'speedup':>8} {'tokens vs text':>15}")
@@ -230,6 +342,18 @@ def report(res):
                 print(f"{r['method']:18} skipped: {r['skipped']}")
             else:
                 print(f"{r['method']:18} {r['trainable']:12,} {r['seconds_per_step']:8.2f} {r['peak_gb']:8.2f}")
+    if "step" in res:
+        print(f"\n{'one latent step':22} {'batch':>5} {'mode':8} {'ms/step':>8} {'x floor':>8} {'err vs fp32':>11} "
+              f"{'set-up s':>8}")
+        for r in res["step"]:
+            if "error" in r:
+                print(f"{r['model']:22} {r['batch']:5d} {r['mode']:8} failed: {r['error']}")
+            else:
+                print(f"{r['model']:22} {r['batch']:5d} {r['mode']:8} {r['ms_per_step']:8.3f} {r['x_floor']:8.1f} "
+                      f"{r['rel_error_vs_fp32']:11.1e} {r['setup_s']:8.1f}")
+        floors = sorted({(r["model"], round(r["floor_ms"], 3)) for r in res["step"]})
+        print("(floor = decoder weights read once at the measured copy bandwidth: "
+              + ", ".join(f"{m} {f:.3f} ms" for m, f in floors) + ")")
     print(f"\n({res['seconds']:.0f} s in all)")
 
 

@@ -50,6 +50,7 @@ ALIASES = {
 SYNTHETIC = {
     "tiny-llama": ("llama", 64, 2, 4, 2, 128, None),
     "tiny-qwen": ("qwen2", 96, 2, 4, 2, 192, None),
+    "tiny-qwen3": ("qwen3", 64, 2, 4, 2, 128, None),  # q/k norms, head size 32 != 64 / 4 (as in Qwen3)
     "random-llama-3.2-1b": ("llama", 2048, 16, 32, 8, 8192, 128256),
     "random-qwen2.5-1.5b": ("qwen2", 1536, 28, 12, 2, 8960, 151936),
     "random-qwen3-4b": ("qwen3", 2560, 36, 32, 8, 9728, 151936),
@@ -104,7 +105,7 @@ def _synthetic_model(name, device, dtype, seed=0):
     tok = _tiny_tokenizer()
     classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
                "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}[arch]
-    extra = {"head_dim": 128} if arch == "qwen3" else {}
+    extra = {"head_dim": 32 if name.startswith("tiny") else 128} if arch == "qwen3" else {}
     cfg = getattr(tf, classes[0])(
         vocab_size=vocab or len(tok), hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers,
         num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096, tie_word_embeddings=False,
@@ -244,6 +245,7 @@ class Backbone:
         # transformers 5.x renames past_key_values -> cache; speak whichever this version knows
         params = inspect.signature(model.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.fast = "off"  # the one-token step: "off" = HF forward + DynamicCache; else fast.py's (System sets it)
 
     def num_params(self):
         return sum(p.numel() for p in self.model.parameters())
@@ -285,6 +287,14 @@ class Backbone:
                                use_cache=True, **{self._cache_kw: cache})
         return out.last_hidden_state, cache
 
+    def stepper(self, batch, need):
+        """fast.py's StaticDecoder for `batch` rows and `need` positions when the fast path is on and no gradient is
+        being recorded (training rolls out through the eager path), else None."""
+        if self.fast == "off" or torch.is_grad_enabled():
+            return None
+        import fast
+        return fast.decoder(self, batch, need)
+
     def forward_checkpointed(self, embeds, mask):
         """forward() without a KV cache and with gradient checkpointing: activations are recomputed in the backward
         pass instead of kept (for the long teacher-forced answer pass in training). Same result as forward()."""
@@ -309,7 +319,8 @@ class Backbone:
         A row also ends when its text ends with one of the `stop` strings (kept in the text).
         Returns (texts, tokens) with tokens[b] = number of tokens generated for row b (its end token included)."""
         B = embeds.shape[0]
-        hidden, cache = self.forward(embeds, mask)
+        dec = self.stepper(B, mask.shape[1] + max_new_tokens)  # the fast path (fast.py), or None
+        hidden, cache = (dec.start(embeds, mask), None) if dec else self.forward(embeds, mask)
         out = torch.full((B, max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long, device=embeds.device)
         done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
         counts = torch.zeros(B, dtype=torch.long, device=embeds.device)
@@ -325,8 +336,11 @@ class Backbone:
                     done[b] = True
             if done.all() or t == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            hidden, cache = self.forward(self.embed(nxt[:, None]), mask, cache)
+            if dec:
+                hidden = dec.step(self.embed(nxt[:, None]))
+            else:
+                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+                hidden, cache = self.forward(self.embed(nxt[:, None]), mask, cache)
         texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in zip(out, counts)]
         return texts, counts.tolist()
 

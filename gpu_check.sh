@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Everything issue 5 needs from a GPU, in ONE call of a lent GPU machine (torch, transformers, pytest and peft are
+# there; nothing is installed). About 6-8 minutes on an H100:
+#   1. the fast path's CUDA tests: CUDA-graph and compiled steps equal eager (float32 and bfloat16, 3 architectures)
+#   2. one latent step on random-initialised paper-sized models, batch 1 and 16: eager HF vs static cache vs
+#      + CUDA graph vs + torch.compile, against the weight-read floor (bench.py, part 4)
+#   3. the KV-cached rollout vs recompute, and training cost (links / LoRA / full fine-tuning) on the same models
+# Full outputs go under $OUT (the device tool's folder; runs/gpu elsewhere); the tables are printed last.
+#
+#   device run:  bash gpu_check.sh            dry run on a CPU:  DEVICE=cpu MODELS=tiny-qwen,tiny-llama bash gpu_check.sh
+set -u
+out=${OUT:-runs/gpu}
+device=${DEVICE:-cuda}
+models=${MODELS:-random-qwen2.5-1.5b,random-llama-3.2-1b}
+py=$(command -v python3 || command -v python)
+mkdir -p "$out"
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  $py -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__,
+'transformers', transformers.__version__)"; } > "$out/pytest.txt" 2>&1
+
+timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_fast.py >> "$out/pytest.txt" 2>&1
+echo "pytest exit $?" >> "$out/pytest.txt"
+
+# batch 1: every mode (compile takes a minute or two per model); batch 16: eager vs graph, then rollout + training
+timeout 330 $py bench.py --agents "$models" --device "$device" --skip e2e,rollout,train --step-batch 1 \
+  --step-modes off,static,graph,compile --out "$out/b1" > "$out/b1.txt" 2>&1
+timeout 200 $py bench.py --agents "$models" --device "$device" --skip e2e --step-batch 16 --step-modes off,graph \
+  --rollout-m 16,80 --out "$out/b16" > "$out/b16.txt" 2>&1
+
+tail -n 12 "$out/pytest.txt"
+for f in b1 b16; do echo; sed -n '/^== report/,/^([0-9]* s in all)/p' "$out/$f.txt" | grep -v '^$' || tail "$out/$f.txt"; done
