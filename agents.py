@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-from fast import MODES as FAST_MODES, resolve_mode as resolve_fast
+from fast import MODES as FAST_MODES, add_argument as add_fast_argument, resolve_mode as resolve_fast
 from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
 from model import UserError, load_backbone, pick_device, pick_dtype, slot
 from tools import MAX_CALLS, STOP, TOOL_CALL, Search, run_tool
@@ -445,8 +445,7 @@ def main(argv=None):
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")
-    p.add_argument("--fast", default="auto", choices=FAST_MODES,
-                   help="one-token steps: auto = static KV cache + CUDA graph on CUDA, eager HF forward elsewhere")
+    add_fast_argument(p)
     p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the <search> tool")
     p.add_argument("--tool-timeout", type=float, default=10.0, help="seconds per <python> call")
     p.add_argument("--json", action="store_true", help="print one JSON object")

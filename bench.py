@@ -277,6 +277,7 @@ def main(argv=None):
                         "takes minutes there), off,static,graph,compile on CUDA")
     p.add_argument("--skip", default="", help="comma-separated parts to skip: e2e,rollout,train,step")
     p.add_argument("--out", default="runs/bench")
+    fast.add_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     a = p.parse_args(argv)

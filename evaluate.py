@@ -22,6 +22,7 @@ import torch
 
 import scoring
 from agents import PRESETS, TOPOLOGIES, system_from_args
+from fast import add_argument as add_fast_argument
 from links import VARIANTS
 from model import UserError
 from sandbox import run_python
@@ -158,6 +159,7 @@ def main(argv=None):
     p.add_argument("--gpqa-path", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/eval")
+    add_fast_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto")
     p.add_argument("--trust-remote-code", action="store_true")

@@ -32,6 +32,13 @@ SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 MODES = ("auto", "off", "static", "graph", "compile")
 
 
+def add_argument(parser):
+    """The --fast option every CLI shares."""
+    parser.add_argument("--fast", default="auto", choices=MODES,
+                        help="one-token steps: auto = static KV cache + CUDA graph on CUDA for supported models, "
+                             "the eager HF forward elsewhere; off | static | graph | compile to choose")
+
+
 def unsupported(config):
     """Why this model cannot take the fast path (a string), or None when it can."""
     if config.model_type not in SUPPORTED:

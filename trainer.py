@@ -24,6 +24,7 @@ import time
 import torch
 import torch.distributed as dist
 
+from fast import add_argument as add_fast_argument
 from model import UserError
 
 
@@ -44,6 +45,7 @@ def add_args(p, steps, lr, batch):
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--log-every", type=int, default=5)
+    add_fast_argument(p)
     p.add_argument("--device", default="auto")
     p.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, float32 on CPU")
     p.add_argument("--spread", action="store_true", help="with several GPUs: each distinct backbone on its own GPU")
