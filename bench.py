@@ -10,7 +10,7 @@ same process on the same inputs. Absolute times mean something only for the mach
   4. one latent step (fast.py): eager HF forward vs static KV cache vs + CUDA graph vs + torch.compile, against the
      floor = the bytes of the weights a step reads / the measured memory bandwidth; each mode's error against float32.
 
-    python bench.py                                   # CPU: SmolLM2 x2, ~8 minutes on 2 cores
+    python bench.py                                   # CPU: SmolLM2 x2, ~8-9 minutes on 2 cores
     python bench.py --agents random-qwen2.5-1.5b,random-llama-3.2-1b --device cuda     # paper-sized, no weights
     bash gpu_check.sh                                 # on a GPU: the CUDA tests + the step table, one call
 Writes runs/bench/bench.json (and PNG plots when matplotlib is installed).
@@ -265,13 +265,13 @@ def main(argv=None):
     p.add_argument("--rounds", default="1,2,3")
     p.add_argument("--latent-steps", type=int, default=16)
     p.add_argument("--questions", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=128)
+    p.add_argument("--max-new-tokens", type=int, default=96)
     p.add_argument("--rollout-m", default="16,32,80")
     p.add_argument("--rollout-batch", default="1,16")
     p.add_argument("--rollout-max-work", type=int, default=16 * 16,
                    help="skip recompute runs with batch x m above this on a CPU (recompute at batch 16, m=80 takes "
                         "minutes there); no limit on CUDA")
-    p.add_argument("--step-batch", default="1,16")
+    p.add_argument("--step-batch", default="auto", help="batch sizes for part 4; auto = 1 on a CPU, 1,16 on CUDA")
     p.add_argument("--step-modes", default="auto",
                    help="fast.py modes to time, e.g. off,static,graph,compile; auto = off,static on a CPU (compile "
                         "takes minutes there), off,static,graph,compile on CUDA")
@@ -311,7 +311,8 @@ def main(argv=None):
         if modes == "auto":
             modes = "off,static,graph,compile" if device.startswith("cuda") else "off,static"
         print("one latent step: eager vs fast.py, against the weight-read floor")
-        res["step"] = step_times(system, [int(b) for b in a.step_batch.split(",")], modes.split(","))
+        batches = a.step_batch if a.step_batch != "auto" else "1,16" if device.startswith("cuda") else "1"
+        res["step"] = step_times(system, [int(b) for b in batches.split(",")], modes.split(","))
     res["seconds"] = time.time() - t0
     os.makedirs(a.out, exist_ok=True)
     with open(os.path.join(a.out, "bench.json"), "w") as f:
