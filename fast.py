@@ -43,8 +43,9 @@ def unsupported(config):
     """Why this model cannot take the fast path (a string), or None when it can."""
     if config.model_type not in SUPPORTED:
         return f"model type '{config.model_type}' has no fast path (supported: {', '.join(SUPPORTED)})"
-    if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or [])):
-        return "sliding-window layers have no fast path"
+    if any(t != "full_attention" for t in (getattr(config, "layer_types", None) or [])) or (
+            config.model_type == "mistral" and getattr(config, "sliding_window", None)):
+        return "sliding-window attention has no fast path"
     return None
 
 
@@ -102,6 +103,8 @@ class StaticDecoder:
         self.graph = None
         if mode == "graph" or (mode == "compile" and dev.type == "cuda"):
             self.graph = self._capture(fn)
+        elif mode == "compile":
+            fn()  # compile now, so that a machine that cannot compile falls back when the decoder is built
         self.fn = fn
 
     @torch.no_grad()
