@@ -11,7 +11,7 @@ same process on the same inputs. Absolute times mean something only for the mach
      floor = the bytes of the weights a step reads / the measured memory bandwidth; each mode's error against float32.
 
     python bench.py                                   # CPU: SmolLM2 x2, ~8-9 minutes on 2 cores
-    python bench.py --agents random-qwen2.5-1.5b,random-llama-3.2-1b --device cuda     # paper-sized, no weights
+    python bench.py --sizes qwen2.5-1.5b,llama-3.2-1b --device cuda      # paper-sized random models, no weights
     bash gpu_check.sh                                 # on a GPU: the CUDA tests + the step table, one call
 Writes runs/bench/bench.json (and PNG plots when matplotlib is installed).
 """
@@ -27,7 +27,7 @@ import torch
 
 import fast
 from agents import TOPOLOGIES, build_inputs, rollout, rollout_recompute, system_from_args
-from model import Backbone, UserError
+from model import SYNTHETIC, Backbone, UserError
 
 QUESTIONS = [  # GSM8K test, first four
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends "
@@ -39,6 +39,16 @@ QUESTIONS = [  # GSM8K test, first four
     "James decides to run 3 sprints 3 times a week. He runs 60 meters each sprint. How many total meters does he run "
     "a week?",
 ]
+
+
+SIZES = [n.removeprefix("random-") for n in SYNTHETIC if n.startswith("random-")]  # qwen2.5-1.5b, llama-3.2-1b, ...
+
+
+def size_alias(name):
+    name = name.strip().removeprefix("random-")
+    if name not in SIZES:
+        raise UserError(f"unknown --sizes entry '{name}'; use one of {', '.join(SIZES)}")
+    return "random-" + name
 
 
 def sync(device):
@@ -263,6 +273,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, "
                                             "training cost.")
     p.add_argument("--agents", default="smollm,smollm")
+    p.add_argument("--sizes", default=None,
+                   help=f"instead of --agents: random-initialised models in the shapes of the paper's backbones, "
+                        f"no weights needed; comma-separated from {', '.join(SIZES)}")
     p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
     p.add_argument("--rounds", default="1,2,3")
     p.add_argument("--latent-steps", type=int, default=16)
@@ -285,6 +298,8 @@ def main(argv=None):
     a = p.parse_args(argv)
     try:
         torch.manual_seed(0)
+        if a.sizes:  # random-initialised models in the paper backbones' shapes, instead of --agents
+            a.agents = ",".join(size_alias(x) for x in a.sizes.split(","))
         system = system_from_args(a)
         device = str(system.backbones[-1].device)
     except UserError as e:
