@@ -5,7 +5,7 @@
 #   2. one latent step on random-initialised paper-sized models, batch 1 and 16: eager HF vs static cache vs
 #      + CUDA graph vs + torch.compile, against the weight-read floor (bench.py, part 4)
 #   3. the KV-cached rollout vs recompute, and training cost (links / LoRA / full fine-tuning) on the same models
-# Full outputs go under $OUT (the device tool's folder; runs/gpu elsewhere); the tables are printed last.
+# Full outputs go under $OUT (the device tool's folder; runs/gpu elsewhere); each part prints its table as it ends.
 #
 #   device run:  bash gpu_check.sh            dry run on a CPU:  DEVICE=cpu MODELS=tiny-qwen,tiny-llama bash gpu_check.sh
 set -u
@@ -19,14 +19,17 @@ mkdir -p "$out"
   $py -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__,
 'transformers', transformers.__version__)"; } > "$out/pytest.txt" 2>&1
 
-timeout 240 $py -m pytest -q -p no:cacheprovider tests/test_fast.py >> "$out/pytest.txt" 2>&1
+# The device tool allows 600 s a command: the three parts are capped at 150 + 270 + 150 s, and each prints its
+# table as soon as it ends, so a run cut short still shows what it finished.
+timeout 150 $py -m pytest -q -p no:cacheprovider tests/test_fast.py >> "$out/pytest.txt" 2>&1
 echo "pytest exit $?" >> "$out/pytest.txt"
+tail -n 14 "$out/pytest.txt"
 
+report() { sed -n '/^== report/,/^([0-9]* s in all)/p' "$1" | grep -v '^$' | grep . || tail -n 8 "$1"; }
 # batch 1: every mode (compile takes a minute or two per model); batch 16: eager vs graph, then rollout + training
-timeout 330 $py bench.py --agents "$models" --device "$device" --skip e2e,rollout,train --step-batch 1 \
+timeout 270 $py bench.py --agents "$models" --device "$device" --skip e2e,rollout,train --step-batch 1 \
   --step-modes off,static,graph,compile --out "$out/b1" > "$out/b1.txt" 2>&1
-timeout 200 $py bench.py --agents "$models" --device "$device" --skip e2e --step-batch 16 --step-modes off,graph \
+echo; report "$out/b1.txt"
+timeout 150 $py bench.py --agents "$models" --device "$device" --skip e2e --step-batch 16 --step-modes off,graph \
   --rollout-m 16,80 --out "$out/b16" > "$out/b16.txt" 2>&1
-
-tail -n 12 "$out/pytest.txt"
-for f in b1 b16; do echo; sed -n '/^== report/,/^([0-9]* s in all)/p' "$out/$f.txt" | grep -v '^$' || tail "$out/$f.txt"; done
+echo; report "$out/b16.txt"
