@@ -32,3 +32,16 @@ def test_cli_answers_in_every_mode(mode, capsys):
     assert rec["total_tokens"] == sum(rec["tokens"].values()) > 0
     assert rec["latent_steps"] == {"latent": 8 * 3, "text": 0, "single": 0}[mode]
     assert len(rec["tokens"]) == (2 if mode == "text" else 1)
+
+
+def test_fast_static_path_answers_like_eager_on_the_real_model():
+    """fast.py's static-cache step (what CUDA graphs replay) gives SmolLM2 the same answers, latent and text."""
+    system = agents.System(["smollm", "smollm"], fast="off")
+    qs = ["What is 12*7?", "Name the capital of France."]
+    ref = system.run(qs, "latent", 2, 8, max_new_tokens=20) + system.run(qs[:1], "text", 1, 8, max_new_tokens=20)
+    system.backbones[0].fast = "static"  # both agents share this backbone
+    try:
+        out = system.run(qs, "latent", 2, 8, max_new_tokens=20) + system.run(qs[:1], "text", 1, 8, max_new_tokens=20)
+    finally:
+        system.backbones[0].fast = "off"
+    assert [r["written"] for r in out] == [r["written"] for r in ref]
