@@ -102,7 +102,8 @@ class StaticDecoder:
             fn = torch.compile(self._step, fullgraph=True, dynamic=False)
         self.graph = None
         if mode == "graph" or (mode == "compile" and dev.type == "cuda"):
-            self.graph = self._capture(fn)
+            with torch.cuda.device(dev):  # capture on the backbone's own GPU (--spread puts agents on several)
+                self.graph = self._capture(fn)
         elif mode == "compile":
             fn()  # compile now, so that a machine that cannot compile falls back when the decoder is built
         self.fn = fn
