@@ -188,7 +188,7 @@ def layer_kv(cache, i):
 def decoder(backbone, batch, need):
     """The backbone's decoder for this batch size and at least `need` positions, built once per shape (graphs are
     captured once, then replayed); at most two shapes are kept per backbone, to bound the memory their caches hold."""
-    store = backbone.__dict__.setdefault("_decoders", {})
+    store = backbone._decoders
     key = (batch, bucket(need), backbone.fast)
     if key not in store:
         while len(store) >= 2:

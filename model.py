@@ -21,6 +21,8 @@ import tempfile
 import torch
 import torch.nn.functional as F
 
+import fast
+
 # ----------------------------------------------------------------------------------------------------------------
 # Names. The paper's lineups (DESIGN.md §7) as short aliases; anything else is a hub id, a folder or a .gguf file.
 
@@ -246,6 +248,7 @@ class Backbone:
         params = inspect.signature(model.model.forward).parameters
         self._cache_kw = "cache" if "cache" in params else "past_key_values"
         self.fast = "off"  # the one-token step: "off" = HF forward + DynamicCache; else fast.py's (System sets it)
+        self._decoders = {}  # fast.py's StaticDecoders by shape, built on first use
 
     def num_params(self):
         return sum(p.numel() for p in self.model.parameters())
@@ -292,7 +295,6 @@ class Backbone:
         being recorded (training rolls out through the eager path), else None."""
         if self.fast == "off" or torch.is_grad_enabled():
             return None
-        import fast
         return fast.decoder(self, batch, need)
 
     def forward_checkpointed(self, embeds, mask):

@@ -86,7 +86,7 @@ def test_decoder_reuse_forgets_the_previous_prompt():
     inner = torch.nn.Identity()
     embeds, mask = _batch(bb, T=9)
     short_e, short_m = embeds[:, 4:], mask[:, 4:]
-    bb.__dict__.pop("_decoders", None)
+    bb._decoders.clear()
     try:
         with torch.no_grad():
             bb.fast = "off"
@@ -137,7 +137,7 @@ def test_a_decoder_that_cannot_be_built_falls_back_to_eager(monkeypatch, capsys)
     def broken(*args, **kwargs):
         raise RuntimeError("operation not permitted when stream is capturing")
     monkeypatch.setattr(fast, "StaticDecoder", broken)
-    bb.__dict__.pop("_decoders", None)
+    bb._decoders.clear()
     bb.fast = "graph"
     try:
         assert bb.generate(embeds, mask, max_new_tokens=6) == ref
