@@ -209,7 +209,7 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=3):
             mask = torch.ones(B, prompt_len, dtype=torch.long, device=bb.device)
             inputs = (0.1 * torch.randn(steps, B, 1, bb.hidden_size, generator=g)).to(bb.device, bb.dtype)
             _, cache = ref_bb.forward(embeds.float(), mask)
-            ref, _ = ref_bb.forward(inputs[0].float(), torch.ones(B, prompt_len + 1, device=bb.device), cache)
+            ref, _ = ref_bb.forward(inputs[0].float(), torch.ones(B, prompt_len + 1, dtype=torch.long, device=bb.device), cache)
             if ref_bb is not bb:
                 del cache
             for mode in modes:
