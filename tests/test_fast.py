@@ -54,8 +54,7 @@ def test_compiled_step_equals_eager():
     assert _steps_against_eager(load_backbone("tiny-qwen"), "compile", steps=3) < 1e-5
 
 
-@pytest.mark.parametrize("mode", ["off", "static"])
-def test_fast_rollout_and_answers_equal_eager(mode):
+def test_fast_rollout_and_answers_equal_eager():
     system = System(["tiny-llama", "tiny-qwen"], fast="off")
     bb, inner = system.backbones[0], system.inner[system.roles[0]]
     with torch.no_grad():
@@ -67,7 +66,7 @@ def test_fast_rollout_and_answers_equal_eager(mode):
         ref_latent = system.run(["What is 2+3?", "Name a colour."], "latent", 2, 4, max_new_tokens=12)
         ref_text = system.run(["What is 2+3?"], "text", 1, 4, max_new_tokens=12)
         for b in system.backbones:
-            b.fast = mode
+            b.fast = "static"
         try:
             torch.testing.assert_close(rollout(bb, inner, embeds, mask, 4), ref, rtol=1e-5, atol=1e-5)
             latent = system.run(["What is 2+3?", "Name a colour."], "latent", 2, 4, max_new_tokens=12)
