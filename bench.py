@@ -198,10 +198,10 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=3):
         if bb.name in seen:
             continue
         seen.add(bb.name)
-        bw = bandwidth(bb.device)
-        floor_ms = 1000 * step_bytes(bb) / bw
+        nbytes, bw = step_bytes(bb), bandwidth(bb.device)
+        floor_ms = 1000 * nbytes / bw
         ref_bb = bb if bb.dtype == torch.float32 else Backbone(bb.name, copy.deepcopy(bb.model).float(), bb.tokenizer)
-        print(f"  {bb.name}: {step_bytes(bb) / 2**30:.2f} GiB of weights per step, {bw / 1e9:.0f} GB/s measured "
+        print(f"  {bb.name}: {nbytes / 2**30:.2f} GiB of weights per step, {bw / 1e9:.0f} GB/s measured "
               f"-> floor {floor_ms:.3f} ms", flush=True)
         for B in batches:
             g = torch.Generator().manual_seed(B)
@@ -209,9 +209,8 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=3):
             mask = torch.ones(B, prompt_len, dtype=torch.long, device=bb.device)
             inputs = (0.1 * torch.randn(steps, B, 1, bb.hidden_size, generator=g)).to(bb.device, bb.dtype)
             _, cache = ref_bb.forward(embeds.float(), mask)
-            ref, _ = ref_bb.forward(inputs[0].float(), torch.ones(B, prompt_len + 1, dtype=torch.long, device=bb.device), cache)
-            if ref_bb is not bb:
-                del cache
+            ref, _ = ref_bb.forward(inputs[0].float(), torch.ones(B, prompt_len + 1, dtype=torch.long, device=bb.device),
+                                    cache)
             for mode in modes:
                 row = dict(model=bb.name.rstrip("/").split("/")[-1], batch=B, mode=mode, floor_ms=floor_ms)
                 try:
@@ -233,8 +232,6 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=3):
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"
                 rows.append(row)
                 print("  " + _step_line(row), flush=True)
-        if ref_bb is not bb:
-            del ref_bb
     return rows
 
 

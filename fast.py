@@ -83,7 +83,7 @@ class StaticDecoder:
         dev, dt = backbone.device, backbone.dtype
         if mode == "graph" and dev.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, and {backbone.name} is on {dev}; use mode 'static'")
-        self.backbone, self.batch, self.max_len, self.mode = backbone, batch, max_len, mode
+        self.backbone, self.batch, self.max_len = backbone, batch, max_len
         self.layers, self.norm, self.rotary = lm.layers, lm.norm, lm.rotary_emb
         self.rope = sys.modules[type(self.layers[0].self_attn).__module__].apply_rotary_pos_emb
         self.head_dim = self.layers[0].self_attn.head_dim
