@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything issue 5 needs from a GPU, in ONE call of a lent GPU machine (torch, transformers, pytest and peft are
-# there; nothing is installed). About 6-8 minutes on an H100:
+# there; nothing is installed). Its parts are time-capped at 570 s in all:
 #   1. the fast path's CUDA tests: CUDA-graph and compiled steps equal eager (float32 and bfloat16, 3 architectures)
 #   2. one latent step on random-initialised paper-sized models, batch 1 and 16: eager HF vs static cache vs
 #      + CUDA graph vs + torch.compile, against the weight-read floor (bench.py, part 4)
