@@ -21,33 +21,63 @@ import torch.nn as nn
 
 from fast import MODES as FAST_MODES, add_argument as add_fast_argument, resolve_mode as resolve_fast
 from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
-from model import UserError, load_backbone, pick_device, pick_dtype, slot
-from tools import MAX_CALLS, STOP, TOOL_CALL, Search, run_tool
+from model import UserError, load_backbone, pad_left, pick_device, pick_dtype, slot
+from tools import Search, answer_with_tools
 
 # ----------------------------------------------------------------------------------------------------------------
 # Roles and patterns
 
-ROLES = {  # role -> (system prompt, which training field is its target text)
-    "planner": ("You are the planner. Work out a short step-by-step plan that solves the question. "
-                "Do not give the final answer.", "plan"),
-    "critic": ("You are the critic. Check the plan for mistakes and write an improved plan.", "refined_plan"),
-    "solver": ("You are the solver. Solve the question step by step and put the final answer in \\boxed{}.",
-               "answer"),
-    "math": ("You are a mathematics specialist. Think about the question from a mathematical angle.", "plan"),
-    "code": ("You are a programming specialist. Think about how code would solve the question.", "plan"),
-    "science": ("You are a science and medicine specialist. Think about the facts the question needs.", "plan"),
-    "summarizer": ("You combine the specialists' thoughts into one answer. Put the final answer in \\boxed{}.",
-                   "answer"),
-    "expert": ("You are the expert. Think the question through carefully.", "plan"),
-    "learner": ("You are the learner. Use the expert's thoughts to solve the question; put the final answer in "
-                "\\boxed{}.", "answer"),
-    "reflector": ("You are the reflector. Think about what needs to be computed or looked up.", "plan"),
-    "toolcaller": ("You solve the question and may call tools. To run Python, write <python>code that prints the "
-                   "result</python>; to search documents, write <search>query</search>. The result comes back as "
-                   "<result>...</result>. Put the final answer in \\boxed{}.\n"
-                   "Example. Question: What is 2**20?\n<python>print(2**20)</python>\n<result>1048576</result>\n"
-                   "The answer is \\boxed{1048576}.", "answer"),
+# The prompt layout of the authors' release: a generic system prompt, the role's instructions in the user message,
+# and each incoming message at its role's place: before the question for the agents that act on what they receive
+# (solver, summarizer, learner, tool-caller, and every agent's feedback slot except the planner's), after it for the
+# planner's feedback and the critic's plan. Wording is ours; the layout is the release's (see docs/method.md).
+SYSTEM_PROMPT = "You are a helpful assistant."
+STEPS = "Write it as numbered steps:\nStep 1: ...\nStep 2: ...\n..."
+BOXED = "Solve it and put the final answer in \\boxed{}."
+
+
+@dataclass
+class Role:
+    intro: str             # who the agent is and what it should do
+    closing: str           # the last line of its user message
+    slots_first: bool      # incoming messages before the question (else after it)
+    targets: tuple         # training fields it learns to produce, first present wins (data.py)
+    system: str = SYSTEM_PROMPT
+
+
+ROLES = {
+    "planner": Role("You are the planner in a team of agents. Make a plan for the question below; do not solve it.",
+                    STEPS, False, ("plan",)),
+    "critic": Role("You are the critic in a team of agents. Check the planner's plan for the question below and "
+                   "write a corrected, clearer plan.", STEPS, False, ("refined_plan",)),
+    "solver": Role("You are the solver in a team of agents. Use the plan you are given.", BOXED, True, ("answer",)),
+    "math": Role("You are the mathematics specialist in a team of agents.", "Give your view of the question.",
+                 True, ("hie_math_expert", "plan")),
+    "code": Role("You are the programming specialist in a team of agents.", "Give your view of the question.",
+                 True, ("hie_code_expert", "plan")),
+    "science": Role("You are the science specialist in a team of agents.", "Give your view of the question.",
+                    True, ("hie_science_expert", "plan")),
+    "summarizer": Role("You are the summarizer in a team of agents. Weigh the specialists' views.", BOXED, True,
+                       ("answer",)),
+    "expert": Role("You are the expert in a team of agents. Give a short plan the learner can follow; do not give "
+                   "the final answer.", STEPS, True, ("refined_plan", "plan")),
+    "learner": Role("You are the learner in a team of agents. Follow the expert's plan where it fits the question.",
+                    BOXED, True, ("answer",)),
+    "reflector": Role("You are the reflector in a team of agents: think about what must be computed or looked up.",
+                      "Think it through.", True, ("answer",)),
+    "toolcaller": Role("You are the tool-caller in a team of agents. Use the reflector's thoughts.", BOXED, True,
+                       ("answer",),
+                       system="You may call tools. To run Python, write <python>code that prints the result</python>; "
+                              "to search documents, write <search>query</search>. The result comes back as "
+                              "<result>...</result>. Put the final answer in \\boxed{}.\n"
+                              "Example. Question: What is 2**20?\n<python>print(2**20)</python>\n<result>1048576"
+                              "</result>\nThe answer is \\boxed{1048576}."),
 }
+LABELS = {"planner": "Plan from the planner", "critic": "Corrected plan from the critic",
+          "solver": "Feedback from the solver's previous round", "summarizer": "Feedback from the summarizer's "
+          "previous round", "learner": "Feedback from the learner's previous round",
+          "toolcaller": "Feedback from the tool-caller's previous round", "expert": "Plan from the expert",
+          "reflector": "Thoughts of the reflector"}
 
 
 @dataclass
@@ -92,7 +122,7 @@ def deliberation(n):
 
 TOPOLOGIES = {"sequential": sequential, "mixture": mixture, "distillation": distillation, "deliberation": deliberation}
 
-PRESETS = {  # the paper's lineups (DESIGN.md §7): --agents paper-light etc.
+PRESETS = {  # the paper's lineups (docs/method.md §7): --agents paper-light etc.
     "paper-light": ("sequential", "qwen,llama,qwen-math"),
     "paper-scaled": ("sequential", "gemma,llama-3b,qwen3.5-4b"),
     "paper-mixture": ("mixture", "deepseek,qwen-coder,mistral,qwen3.5-2b"),
@@ -115,13 +145,20 @@ def _base(role):
     return role.rstrip("0123456789")
 
 
-def role_prompt(role):
-    return ROLES.get(_base(role), ROLES["solver"])[0]
+def role_of(role):
+    """The Role of an agent's role name ('critic2' -> critic); unknown names act as solvers."""
+    return ROLES.get(_base(role), ROLES["solver"])
 
 
-def role_target(role):
-    """The training field an agent of this role learns to produce (plan, refined_plan or answer)."""
-    return ROLES.get(_base(role), ROLES["solver"])[1]
+def role_targets(role):
+    """The training fields an agent of this role learns to produce, in order of preference."""
+    return role_of(role).targets
+
+
+def slot_label(src_role):
+    base = _base(src_role)
+    return LABELS.get(base, f"Thoughts of the {base} specialist" if base in ("math", "code", "science") else
+                      f"Thoughts of the {base}")
 
 
 def slot_name(src_role, feedback):
@@ -129,30 +166,27 @@ def slot_name(src_role, feedback):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Latent rollout (DESIGN.md §3): KV-cached, and the recompute-everything reference it must equal
+# Latent rollout (docs/method.md §3): KV-cached, and the recompute-everything reference it must equal
 
-def rollout(backbone, inner, embeds, mask, steps):
-    """embeds [B, T, d], mask [B, T] (left-padded) -> latent thoughts [B, steps, d]: e_t = inner(h_t), where h_1 is the
-    prompt's last state and h_{t+1} is the state after feeding e_t. One prefill, then one one-token step each
-    (through fast.py's static cache / CUDA graph when the backbone's fast path is on)."""
-    dec = backbone.stepper(embeds.shape[0], mask.shape[1] + steps)
-    hidden, cache = (dec.start(embeds, mask), None) if dec else backbone.forward(embeds, mask)
+def rollout(backbone, inner, embeds, mask, latent_steps):
+    """embeds [B, T, d], mask [B, T] (left-padded) -> latent thoughts [B, m, d], m = latent_steps: e_t = inner(h_t),
+    where h_1 is the prompt's last state and h_{t+1} the state after feeding e_t. One prefill, then one one-token
+    step per thought, with the KV cache (backbone.decoder: the eager reference or fast.py's static one)."""
+    dec = backbone.decoder(embeds.shape[0], mask.shape[1] + latent_steps)
+    hidden = dec.start(embeds, mask)
     thoughts = []
-    for t in range(steps):
+    for t in range(latent_steps):
         e = inner(hidden[:, -1:])  # [B, 1, d]
         thoughts.append(e)
-        if t < steps - 1 and dec:
+        if t < latent_steps - 1:
             hidden = dec.step(e)
-        elif t < steps - 1:
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            hidden, cache = backbone.forward(e, mask, cache)
     return torch.cat(thoughts, dim=1) if thoughts else embeds[:, :0]  # [B, m, d]
 
 
-def rollout_recompute(backbone, inner, embeds, mask, steps):
+def rollout_recompute(backbone, inner, embeds, mask, latent_steps):
     """The released code's way: re-run the whole sequence at every step (O(m) full forwards). Reference and bench."""
     thoughts = []
-    for t in range(steps):
+    for t in range(latent_steps):
         hidden, _ = backbone.forward(embeds, mask)
         e = inner(hidden[:, -1:])
         thoughts.append(e)
@@ -175,29 +209,6 @@ def build_inputs(backbone, prompts, latents):
                 pieces.append(backbone.embed(torch.tensor(part, device=backbone.device)))
         rows.append(torch.cat(pieces).to(backbone.dtype))
     return pad_left(rows, backbone.hidden_size, backbone.device)
-
-
-def pad_left(rows, d, device):
-    """[T_b, d] rows -> embeds [B, T, d] (zeros on the left), mask [B, T]."""
-    T = max(len(r) for r in rows)
-    embeds = rows[0].new_zeros(len(rows), T, d)
-    mask = torch.zeros(len(rows), T, dtype=torch.long, device=device)
-    for b, r in enumerate(rows):
-        embeds[b, T - len(r):] = r
-        mask[b, T - len(r):] = 1
-    return embeds, mask
-
-
-def append_targets(backbone, embeds, mask, texts, max_tokens, pad_to=None):
-    """Teacher forcing: [prompt inputs | target text tokens + end token], right-padded.
-    Returns embeds [B, T+L, d], mask [B, T+L], target ids [B, L] (pad where target_mask is 0), target_mask [B, L].
-    The state at position T-1+j predicts target token j."""
-    eos = backbone.tokenizer.eos_token_id
-    ids = [(backbone.encode(t)[:max_tokens] + [eos]) for t in texts]
-    L = pad_to or max(len(x) for x in ids)
-    tmask = torch.tensor([[1] * min(len(x), L) + [0] * (L - len(x)) for x in ids], device=mask.device)
-    ids = torch.tensor([(x + [eos] * L)[:L] for x in ids], device=mask.device)
-    return (torch.cat([embeds, backbone.embed(ids)], 1), torch.cat([mask, tmask], 1), ids, tmask)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -228,17 +239,14 @@ class System(nn.Module):
         for bb in self.backbones:  # fast.py: static KV cache + CUDA graph for one-token steps ("auto": on CUDA)
             bb.fast = resolve_fast(fast, bb)
         stats = [embedding_stats(bb) for bb in self.backbones]  # (embedding rms, hidden rms)
-        ln = variant == "2layer_ln_res"
-        self.inner = nn.ModuleDict({
-            role: RecursiveLink(bb.hidden_size, bb.hidden_size, "inner", variant,
-                                scale=st[0] if ln else st[0] / st[1])
+        self.inner = nn.ModuleDict({  # last-layer states -> own embeddings
+            role: RecursiveLink(bb.hidden_size, bb.hidden_size, "inner", variant, in_rms=st[1], out_rms=st[0])
             for role, bb, st in zip(self.roles, self.backbones, stats)})
         self.outer = nn.ModuleDict()
         for s, d in self.topology.edges + self.topology.feedback:
             src, dst = self.backbones[s], self.backbones[d]
             self.outer[f"{self.roles[s]}->{self.roles[d]}"] = RecursiveLink(
-                src.hidden_size, dst.hidden_size, "outer", variant,
-                scale=stats[d][0] if ln else stats[d][0] / stats[s][0])
+                src.hidden_size, dst.hidden_size, "outer", variant, in_rms=stats[s][0], out_rms=stats[d][0])
         for role, bb in zip(self.roles, self.backbones):  # each link lives on the device of the agent it feeds
             self.inner[role].to(bb.device)
         for s, d in self.topology.edges + self.topology.feedback:
@@ -250,27 +258,30 @@ class System(nn.Module):
         t = self.topology
         return [(s, False) for s, d in t.edges if d == i] + [(s, True) for s, d in t.feedback if d == i and round_ > 0]
 
-    def prompt(self, i, question, round_, texts=None):
-        """Rendered prompt of agent i; a slot marker where each incoming message goes (text mode: the text).
+    def prompt(self, i, question, round_, texts=None, alone=False):
+        """Rendered prompt of agent i: the role's instructions, the question, and a slot marker where each incoming
+        message goes (text mode: the text itself; alone: none, the single-agent baseline).
         A question may be {"first": text for agent 1, "last": text for the others} (the latent-channel task)."""
         if isinstance(question, dict):
             question = question["first"] if i == 0 else question["last"]
-        user = f"Question: {question}"
-        for s, fb in self.incoming(i, round_):
-            name = slot_name(self.roles[s], fb)
-            label = (f"Feedback from the {self.roles[s]} (previous round)" if fb else f"Thoughts of the {self.roles[s]}")
-            user += f"\n\n{label}: " + (texts[name] if texts is not None else slot(name))
-        return self.backbones[i].prompt([{"role": "system", "content": role_prompt(self.roles[i])},
-                                         {"role": "user", "content": user}])
+        role = role_of(self.roles[i])
+        inbox = [] if alone else [
+            f"{slot_label(self.roles[s])}:\n" + (texts[name] if texts is not None else slot(name))
+            for s, fb in self.incoming(i, round_) for name in [slot_name(self.roles[s], fb)]]
+        asked = [f"Question:\n{question}"]
+        intro = [] if alone else [role.intro]  # alone, the final agent is asked the question and nothing else
+        user = "\n\n".join(intro + (inbox + asked if role.slots_first else asked + inbox) + [role.closing])
+        return self.backbones[i].prompt([{"role": "system", "content": role.system}, {"role": "user", "content": user}])
 
     def link_params(self):
         return sum(p.numel() for p in self.parameters())
 
     # --- the loop -------------------------------------------------------------------------------------------------
-    def latent_pass(self, questions, rounds, steps, make_latents=None):
+    def latent_pass(self, questions, rounds, latent_steps, make_latents=None):
         """Run `rounds` rounds in latent mode; returns the final agent's inputs per round: [(embeds, mask)] * rounds.
         make_latents(i, embeds, mask, round_) -> [B, m, d] overrides the rollout (train_outer.py's teacher mode)."""
         last, inbox, finals = len(self.roles) - 1, [{} for _ in self.roles], []
+        self.latent_steps_done = 0
         for r in range(rounds):
             for i, (role, bb) in enumerate(zip(self.roles, self.backbones)):
                 prompts = [self.prompt(i, q, r) for q in questions]
@@ -282,7 +293,8 @@ class System(nn.Module):
                 if make_latents is not None:
                     thoughts = make_latents(i, embeds, mask, r)
                 else:
-                    thoughts = rollout(bb, self.inner[role], embeds, mask, steps)  # [B, m, d_i]
+                    thoughts = rollout(bb, self.inner[role], embeds, mask, latent_steps)  # [B, m, d_i]
+                self.latent_steps_done += thoughts.shape[1]  # counted where they are made, not from a formula
                 self.send(i, thoughts, inbox, last_round=r == rounds - 1)
         return finals
 
@@ -297,7 +309,7 @@ class System(nn.Module):
                 inbox[d][slot_name(self.roles[s], fb)] = msg  # [B, m, d_dst] or list[str]
 
     @torch.no_grad()
-    def run(self, questions, mode="latent", rounds=1, steps=8, max_new_tokens=256, temperature=0.0, top_p=1.0):
+    def run(self, questions, mode="latent", rounds=1, latent_steps=8, max_new_tokens=256, temperature=0.0, top_p=1.0):
         """Answer a batch of questions. Returns one record per question:
         {text, tokens: {role: generated tokens}, latent_steps, seconds (the whole batch's wall time), written (every
         text any agent generated, in order)}."""
@@ -310,14 +322,13 @@ class System(nn.Module):
         gen = dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p)
         if mode == "single":  # the final agent alone, no links, no slots
             bb = self.backbones[last]
-            prompts = [bb.prompt([{"role": "system", "content": role_prompt(self.roles[last])},
-                                  {"role": "user", "content": f"Question: {q}"}]) for q in questions]
+            prompts = [self.prompt(last, q, 0, alone=True) for q in questions]
             texts, counts, calls = self.answer(last, *build_inputs(bb, prompts, {}), gen)
             latent = 0
         elif mode == "latent":
-            embeds, mask = self.latent_pass(questions, rounds, steps)[-1]
+            embeds, mask = self.latent_pass(questions, rounds, latent_steps)[-1]
             texts, counts, calls = self.answer(last, embeds, mask, gen)
-            latent = steps * (rounds * len(self.roles) - 1)
+            latent = self.latent_steps_done
         else:  # Recursive-TextMAS: the same loop, every agent writes text and the next one reads it
             inbox = [{} for _ in self.roles]
             for r in range(rounds):
@@ -344,30 +355,12 @@ class System(nn.Module):
                      **({"tool_calls": calls[b]} if calls else {})) for b in range(B)]
 
     def answer(self, i, embeds, mask, gen):
-        """Agent i writes the answer. A tool-caller stops at each </python> or </search>, the tool runs, its result is
-        appended as <result>...</result>, and decoding goes on (at most MAX_CALLS calls).
+        """Agent i writes the answer; a tool-caller calls its tools on the way (tools.answer_with_tools).
         Returns (texts, tokens, tool calls per row or None)."""
         bb = self.backbones[i]
         if _base(self.roles[i]) != "toolcaller":
             return (*bb.generate(embeds, mask, **gen), None)
-        B = embeds.shape[0]
-        prompt_rows = [embeds[b, mask[b].bool()] for b in range(B)]  # unpadded [T_b, d]
-        texts, counts, calls, active = [""] * B, [0] * B, [[] for _ in range(B)], list(range(B))
-        while active:
-            rows = [torch.cat([prompt_rows[b], bb.embed(torch.tensor(bb.encode(texts[b]) or [], dtype=torch.long,
-                                                                      device=bb.device))]) for b in active]
-            new, n = bb.generate(*pad_left(rows, bb.hidden_size, bb.device), stop=STOP, **gen)
-            still = []
-            for b, t, k in zip(active, new, n):
-                texts[b], counts[b] = texts[b] + t, counts[b] + k
-                call = TOOL_CALL.search(texts[b])
-                if call and len(calls[b]) < MAX_CALLS:
-                    result = run_tool(call.group(1), call.group(2), self.search, self.tool_timeout)
-                    calls[b].append(dict(tool=call.group(1), input=call.group(2).strip(), result=result))
-                    texts[b] += f"\n<result>{result}</result>\n"
-                    still.append(b)
-            active = still
-        return texts, counts, calls
+        return answer_with_tools(bb, embeds, mask, gen, self.search, self.tool_timeout)
 
     # --- checkpoints ------------------------------------------------------------------------------------------------
     def named_links(self):

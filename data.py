@@ -1,19 +1,27 @@
 """
-Training rows for the two training stages: {question, plan, refined_plan, answer}.
+Training rows for the two training stages. A row always has `question` and `answer`; each agent learns the text of
+its role's target field (agents.ROLES): planner <- plan, critic <- refined_plan, solver / summarizer / learner /
+reflector / tool-caller <- answer, distillation expert <- refined_plan, mixture specialists <- hie_<domain>_expert.
 
-- Any local .jsonl / .json file with those fields (the format of the authors' released sets, e.g.
-  RecursiveMAS/Sequential-Math). A malformed row is an error that names the file and line; nothing is dropped silently.
-- `gsm8k` (the offline default): derived from GSM8K train (data/gsm8k, MIT) without inventing anything:
-      plan = refined_plan = the worked steps, calculator annotations <<...>> removed
-      answer = the same steps followed by "The final answer is \\boxed{N}."
-Role -> target: planner <- plan, critic <- refined_plan, solver <- answer (agents.ROLES).
+Sources:
+- a local .jsonl, .json list, or .json object {"data": [...]} (the wrapped form of the authors' released sets):
+  Sequential-*   {question, plan, refined_plan, answer}
+  Mixture-*      {question, answer, hie_math_expert | hie_code_expert | hie_science_expert, ...}
+  Distillation-* {question, refined_plan, answer, ...}
+  Deliberation   {question, answer, ...}
+  Extra fields are kept; a row that lacks a field some agent needs is an error naming the file and line.
+- `gsm8k` (the offline default), derived from GSM8K train (data/gsm8k, MIT) without inventing anything:
+      refined_plan = the worked steps as "Step k: ..." lines (calculator annotations <<...>> removed)
+      plan         = the same steps with each computed result replaced by "?": what to compute, not the results
+      answer       = the worked steps followed by "The final answer is \\boxed{N}."
+  so planner, critic and solver learn three different texts.
 """
 import json
 import os
 import re
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIELDS = ("question", "plan", "refined_plan", "answer")
+REQUIRED = ("question", "answer")
 
 
 class DataError(ValueError):
@@ -22,52 +30,75 @@ class DataError(ValueError):
 
 def gsm8k_row(raw):
     steps, final = raw["answer"].rsplit("####", 1)
-    steps = re.sub(r"<<[^>]*>>", "", steps).strip()
     final = final.strip().replace(",", "")
-    return {"question": raw["question"].strip(), "plan": steps, "refined_plan": steps,
-            "answer": f"{steps}\nThe final answer is \\boxed{{{final}}}.", "final": final}
+    lines = [l.strip() for l in steps.strip().splitlines() if l.strip()]
+    worked = [re.sub(r"<<[^>]*>>", "", l) for l in lines]
+    # "48/2 = <<48/2=24>>24 clips" -> "48/2 = ? clips": the computation stays, its result goes
+    planned = [re.sub(r"<<[^=>]*=([^>]*)>>\s*\$?\1", "?", l) for l in lines]
+    planned = [re.sub(r"<<[^>]*>>", "", l) for l in planned]
+    number = lambda ls: "\n".join(f"Step {k}: {l}" for k, l in enumerate(ls, 1))
+    return {"question": raw["question"].strip(), "plan": number(planned), "refined_plan": number(worked),
+            "answer": "\n".join(worked) + f"\nThe final answer is \\boxed{{{final}}}.", "final": final}
 
 
-def read_jsonl(path):
-    """Yield (line number, object) from a .jsonl file, or from a .json file holding a list."""
+def read_rows(path):
+    """Yield (line number or index, object) from .jsonl, a .json list, or a .json object {"data": [...]}."""
+    if os.path.isdir(path):
+        raise DataError(f"--data '{path}' is a folder; pass a .jsonl or .json file")
     if not os.path.exists(path):
-        raise DataError(f"data file '{path}' not found")
+        raise DataError(f"data file '{path}' not found; pass 'gsm8k' or a .jsonl/.json file")
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except UnicodeDecodeError:
+        raise DataError(f"{path}: not UTF-8 text; pass a .jsonl or .json file") from None
+    if not text.strip():
+        raise DataError(f"{path}: the file is empty")
     if path.endswith(".json"):
-        with open(path) as f:
-            rows = json.load(f)
-        if not isinstance(rows, list):
-            raise DataError(f"{path}: expected a JSON list of rows")
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"{path}: not valid JSON ({e.msg}, line {e.lineno})") from None
+        if isinstance(rows, dict) and isinstance(rows.get("data"), list):
+            rows = rows["data"]
+        if not isinstance(rows, list) or not rows:
+            raise DataError(f"{path}: expected a non-empty JSON list of rows (or an object with a 'data' list)")
         yield from enumerate(rows, 1)
         return
-    with open(path) as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    for n, line in enumerate(text.splitlines(), 1):
+        if line.strip():
             try:
                 yield n, json.loads(line)
             except json.JSONDecodeError as e:
                 raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
 
 
-def check_row(row, where):
+def target_text(row, fields):
+    """The first of `fields` that the row has as a non-empty string (None when it has none)."""
+    return next((row[k] for k in fields if isinstance(row.get(k), str) and row[k].strip()), None)
+
+
+def check_row(row, where, targets=()):
+    """targets: one tuple of acceptable fields per agent (agents.role_targets)."""
     if not isinstance(row, dict):
-        raise DataError(f"{where}: expected an object with fields {', '.join(FIELDS)}, got {type(row).__name__}")
-    missing = [k for k in FIELDS if not isinstance(row.get(k), str) or not row[k].strip()]
+        raise DataError(f"{where}: expected an object with fields {', '.join(REQUIRED)}, got {type(row).__name__}")
+    missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row[k].strip()]
+    missing += [" or ".join(t) for t in dict.fromkeys(targets) if target_text(row, t) is None]
     if missing:
-        raise DataError(f"{where}: missing or empty field(s) {', '.join(missing)}; every row needs "
-                        f"{', '.join(FIELDS)} as non-empty strings")
+        raise DataError(f"{where}: missing or empty field(s) {', '.join(missing)}; the agents of this pattern "
+                        f"learn from them (non-empty strings)")
     return row
 
 
-def load_rows(source="gsm8k", split="train"):
-    """'gsm8k' (derived, see above) or a path to a .jsonl/.json file of {question, plan, refined_plan, answer}."""
+def load_rows(source="gsm8k", split="train", targets=()):
+    """'gsm8k' (derived, see above) or a path to a .jsonl/.json file; every row checked for `targets`."""
     if source == "gsm8k":
         path = os.path.join(HERE, "data", "gsm8k", f"{split}.jsonl")
-        return [check_row(gsm8k_row(r), f"{path}, line {n}") for n, r in read_jsonl(path)]
-    return [check_row(r, f"{source}, line {n}") for n, r in read_jsonl(source)]
+        return [check_row(gsm8k_row(r), f"{path}, line {n}", targets) for n, r in read_rows(path)]
+    return [check_row(r, f"{source}, line {n}", targets) for n, r in read_rows(source)]
 
 
-# A synthetic task for the latent-channel proof (train_outer.py --task secret): agent 1 alone reads a secret word,
+# A synthetic task for the latent-channel proof (train_outer.py --data secret): agent 1 alone reads a secret word,
 # the last agent must name it from agent 1's latents only. Prompts are phrased in several ways; the last
 # few phrasings are held out from training.
 SECRET_WORDS = ["apple", "river", "tiger", "violin", "candle", "rocket", "garden", "winter"]

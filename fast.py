@@ -3,7 +3,7 @@ The fast path: one-token steps over a static KV cache, replayed as a CUDA graph.
 
 Why. A latent step (and a text-decode step) feeds ONE position through the whole frozen model. At batch 1 the GPU
 work is tiny — read every weight once — but eager PyTorch launches ~40 small kernels per layer from Python, so the
-step is bound by launch overhead, not by the GPU (issue 5: a Qwen2.5-1.5B-sized step took 16-19 ms on an H200 where
+step is bound by launch overhead, not by the GPU (measured: a Qwen2.5-1.5B-sized step took 16-19 ms on an H200 where
 reading its weights takes 0.75 ms). The cure is standard: keep every tensor the step touches at a fixed address
 (a preallocated KV cache, fixed input/output buffers, the position and write index as device tensors), record the
 step's kernels once as a CUDA graph, and replay the graph: one launch per step.
@@ -23,6 +23,7 @@ torch.compile (+ CUDA-graph replay on CUDA). "auto" = "graph" on CUDA for the su
 The prefill (a whole prompt at once) always runs through HF's forward; its KV cache is copied into the static one.
 """
 import sys
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,7 @@ class StaticDecoder:
     """
 
     def __init__(self, backbone, batch, max_len, mode="static"):
-        cfg, lm = backbone.config, backbone.model.model
+        cfg, lm = backbone.config, backbone.lm
         dev, dt = backbone.device, backbone.dtype
         if mode == "graph" and dev.type != "cuda":
             raise ValueError(f"CUDA graphs need a CUDA device, and {backbone.name} is on {dev}; use mode 'static'")
@@ -185,19 +186,31 @@ def layer_kv(cache, i):
     return cache.key_cache[i], cache.value_cache[i]
 
 
-def decoder(backbone, batch, need):
-    """The backbone's decoder for this batch size and at least `need` positions, built once per shape (graphs are
-    captured once, then replayed); at most two shapes are kept per backbone, to bound the memory their caches hold."""
-    store = backbone._decoders
-    key = (batch, bucket(need), backbone.fast)
+_DECODERS = weakref.WeakKeyDictionary()  # backbone -> {(batch, length, mode): StaticDecoder}, at most two shapes
+_BROKEN = weakref.WeakSet()              # backbones whose decoder could not be built here: they stay eager
+
+
+def decoders(backbone):
+    """The StaticDecoders kept for this backbone (by shape)."""
+    return _DECODERS.setdefault(backbone, {})
+
+
+def decoder(backbone, batch, need, mode):
+    """A StaticDecoder for this backbone, batch size and at least `need` positions, built once per shape (graphs are
+    captured once, then replayed), or None when one cannot be built here (the caller goes eager). At most two shapes
+    are kept per backbone, to bound the memory their caches hold."""
+    if backbone in _BROKEN:
+        return None
+    store = decoders(backbone)
+    key = (batch, bucket(need), mode)
     if key not in store:
         while len(store) >= 2:
             store.pop(next(iter(store)))
         try:
-            store[key] = StaticDecoder(backbone, batch, key[1], backbone.fast)
+            store[key] = StaticDecoder(backbone, batch, key[1], mode)
         except Exception as e:  # e.g. a graph capture or a compilation this machine cannot do: stay correct, go eager
-            print(f"note: fast path '{backbone.fast}' failed for {backbone.name} ({type(e).__name__}: "
+            print(f"note: fast path '{mode}' failed for {backbone.name} ({type(e).__name__}: "
                   f"{str(e).splitlines()[0][:200] if str(e) else ''}); using the eager path", file=sys.stderr)
-            backbone.fast = "off"
+            _BROKEN.add(backbone)
             return None
     return store[key]

@@ -1,5 +1,5 @@
 """
-RecursiveLink: the only trained parameters in RecursiveMAS (DESIGN.md §2).
+RecursiveLink: the only trained parameters in RecursiveMAS (docs/method.md §2).
 
   inner link (inside one agent, d -> d):     last-layer hidden state -> the agent's own next input embedding
   outer link (agent A, d_a -> agent B, d_b): A's latent thoughts     -> B's input-embedding space
@@ -12,9 +12,10 @@ Variants (paper Table 4 ablation, plus the released default):
   2layer_ln_res  inner: LN_post(x + W2 gelu(W1 LN_pre(x)))   outer: LN_tgt(W2 gelu(W1 LN_src(x)) + W3 x)   (default)
 
 Every link multiplies its output by a fixed `scale` (a buffer, not trained): last-layer hidden states are an order of
-magnitude larger than input embeddings (SmolLM2: norm ~50 vs ~3, DESIGN.md §9); fed back raw, a rollout collapses.
-The scale maps the link's output to the target model's embedding size at initialisation, and residual branches
-start at zero, so an untrained link is "identity times the right scale".
+magnitude larger than input embeddings (SmolLM2: norm ~50 vs ~3, docs/method.md); fed back raw, a rollout collapses.
+The scale maps the link's output to the size of the embeddings it stands in for: out_rms after a LayerNorm (whose
+output has unit RMS), out_rms / in_rms otherwise. Residual branches start at zero, so an untrained link is
+"identity times the right scale".
 
 A checkpoint holds link weights only: one .safetensors file plus one .json saying what each link connects.
 """
@@ -26,20 +27,29 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-VARIANTS = ("1layer", "1layer_res", "2layer", "2layer_res", "2layer_ln_res")
+VARIANTS = {  # name: (layers, residual, layer norms)
+    "1layer": (1, False, False),
+    "1layer_res": (1, True, False),
+    "2layer": (2, False, False),
+    "2layer_res": (2, True, False),
+    "2layer_ln_res": (2, True, True),
+}
 
 
 class RecursiveLink(nn.Module):
-    def __init__(self, d_in, d_out, kind="inner", variant="2layer_ln_res", scale=1.0):
+    """in_rms: the RMS of what the link reads (an inner link: last-layer states; an outer one: the sender's
+    embedding-sized thoughts); out_rms: the RMS of the input embeddings it stands in for (the receiving model's)."""
+
+    def __init__(self, d_in, d_out, kind="inner", variant="2layer_ln_res", in_rms=1.0, out_rms=1.0):
         super().__init__()
         if variant not in VARIANTS:
             raise ValueError(f"unknown link variant '{variant}'; use one of {', '.join(VARIANTS)}")
         if kind == "inner" and d_in != d_out:
             raise ValueError(f"an inner link maps d -> d, got {d_in} -> {d_out}")
         self.kind, self.variant, self.d_in, self.d_out = kind, variant, d_in, d_out
-        self.residual = variant.endswith("_res")
-        self.ln = variant == "2layer_ln_res"
-        two = variant.startswith("2layer")
+        layers, self.residual, self.ln = VARIANTS[variant]
+        two = layers == 2
+        scale = out_rms if self.ln else out_rms / in_rms  # a LayerNorm's output has unit RMS already
         d_mid = 2 * d_out if (self.ln and kind == "outer") else d_out
         self.W1 = nn.Linear(d_in, d_mid if two else d_out)
         self.W2 = nn.Linear(d_mid, d_out) if two else None
@@ -55,7 +65,7 @@ class RecursiveLink(nn.Module):
         if self.residual:  # the learned branch starts at zero: the link starts as its residual path
             nn.init.zeros_(last.weight)
             nn.init.zeros_(last.bias)
-        elif self.variant == "1layer" and self.d_in == self.d_out:
+        elif self.W2 is None and self.d_in == self.d_out:  # 1layer: starts as the identity
             nn.init.eye_(self.W1.weight)
             nn.init.zeros_(self.W1.bias)
         if self.W3 is not None:

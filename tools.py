@@ -1,5 +1,6 @@
 """
-Tools of the deliberation pattern's tool-caller (DESIGN.md §3): <python>code</python> and <search>query</search>.
+Tools of the deliberation pattern's tool-caller (paper Table 1): <python>code</python> and <search>query</search>,
+and the decoding loop that calls them.
 
   python   runs in sandbox.py (own process, timeouts, memory and process limits, no network, throwaway folder);
            the result is what the code printed, or its error, or that it timed out.
@@ -11,6 +12,9 @@ import math
 import re
 from collections import Counter
 
+import torch
+
+from model import pad_left
 from sandbox import run_python
 
 TOOL_CALL = re.compile(r"<(python|search)>(.*?)</\1>\s*$", re.S)  # a call that ends the text generated so far
@@ -60,3 +64,27 @@ def run_tool(name, body, search=None, timeout=10.0):
     if search is None:
         return "search is not available: no document collection is configured (pass --search-docs FILE.jsonl)"
     return search(body.strip())
+
+
+def answer_with_tools(bb, embeds, mask, gen, search=None, timeout=10.0):
+    """Decode an answer after embeds [B, T, d] (left-padded, mask [B, T]), stopping at each </python> or </search>:
+    the tool runs, its result is appended as <result>...</result>, and decoding goes on (at most MAX_CALLS calls).
+    Returns (texts, tokens, tool calls per row)."""
+    B = embeds.shape[0]
+    prompt_rows = [embeds[b, mask[b].bool()] for b in range(B)]  # unpadded [T_b, d]
+    texts, counts, calls, active = [""] * B, [0] * B, [[] for _ in range(B)], list(range(B))
+    while active:
+        rows = [torch.cat([prompt_rows[b], bb.embed(torch.tensor(bb.encode(texts[b]) or [], dtype=torch.long,
+                                                                  device=bb.device))]) for b in active]
+        new, n = bb.generate(*pad_left(rows, bb.hidden_size, bb.device), stop=STOP, **gen)
+        still = []
+        for b, t, k in zip(active, new, n):
+            texts[b], counts[b] = texts[b] + t, counts[b] + k
+            call = TOOL_CALL.search(texts[b])
+            if call and len(calls[b]) < MAX_CALLS:
+                result = run_tool(call.group(1), call.group(2), search, timeout)
+                calls[b].append(dict(tool=call.group(1), input=call.group(2).strip(), result=result))
+                texts[b] += f"\n<result>{result}</result>\n"
+                still.append(b)
+        active = still
+    return texts, counts, calls

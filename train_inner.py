@@ -1,8 +1,8 @@
 """
-Stage 1 (DESIGN.md §4, inner loop): each agent's INNER link learns to turn a last-layer hidden state into the
+Stage 1 (docs/method.md §4, inner loop): each agent's INNER link learns to turn a last-layer hidden state into the
 input embedding of the next ground-truth token, so that feeding R_in(h_t) back "continues the text" in latent space.
 
-For agent i with role target y (planner <- plan, critic <- refined_plan, solver <- answer), teacher-forced on
+For agent i with role target y (planner <- plan, critic <- refined_plan, solver <- answer; agents.ROLES), teacher-forced on
 [role prompt | y]:   L_in = mean over target positions t of  1 - cos(R_in(h_t), Emb(y_{t+1}))
 
 The backbone runs under no_grad (the inner link sits after it), so this stage is cheap. Agents are independent: they
@@ -19,21 +19,21 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import system_from_args, role_target, append_targets, build_inputs, slot_name
-from data import DataError, load_rows
+from agents import system_from_args, role_targets, build_inputs, slot_name
+from data import DataError, load_rows, target_text
 from model import UserError
 
 
 def inner_loss(system, rows, max_tokens):
     total = 0.0
     for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
-        field = role_target(role)
         prompts = [system.prompt(i, r["question"], round_=0) for r in rows]
         empty = {slot_name(system.roles[s], fb): torch.zeros(len(rows), 0, bb.hidden_size, device=bb.device)
                  for s, fb in system.incoming(i, 0)}  # each agent alone: its slots stay empty
         embeds, mask = build_inputs(bb, prompts, empty)
         T = embeds.shape[1]
-        full, full_mask, ids, tmask = append_targets(bb, embeds, mask, [r[field] for r in rows], max_tokens)
+        texts = [target_text(r, role_targets(role)) for r in rows]
+        full, full_mask, ids, tmask = trainer.append_targets(bb, embeds, mask, texts, max_tokens)
         with torch.no_grad():
             hidden, _ = bb.forward(full, full_mask)
             target = bb.embed(ids)  # [B, L, d]: Emb(y_{t+1})
@@ -51,7 +51,10 @@ def main(argv=None):
     try:
         torch.manual_seed(args.seed)
         system = system_from_args(args)
-        rows = load_rows(args.data, "train")
+        rows = load_rows(args.data, "train", targets=[role_targets(r) for r in system.roles])
+        budget = trainer.target_budget(args, system)
+        for role, bb in zip(system.roles, system.backbones):
+            trainer.report_truncation(bb, [target_text(r, role_targets(role)) for r in rows], budget, role)
         system.outer.requires_grad_(False)
         trainer.train(system, system.inner.parameters(), lambda b: inner_loss(system, b, args.max_target_tokens),
                       rows, args)

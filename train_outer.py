@@ -1,12 +1,12 @@
 """
-Stage 2 (DESIGN.md §4, outer loop): unroll the whole system for r rounds and train the OUTER links with
+Stage 2 (docs/method.md §4, outer loop): unroll the whole system for r rounds and train the OUTER links with
 cross-entropy on the final agent's answer tokens. Backbones frozen; inner links frozen but differentiable; the outer
 links are reused every round, so their gradients add up across rounds.
 
   --latents rollout (default)  latents are made exactly as at inference (m-step KV-cached rollouts), gradients
                                flow back through the rollouts into every round.
   --latents teacher            the released code's way, kept for fidelity: an agent's latents are its hidden states
-                               over its GOLD role text (first m tokens). Caveat: a train/inference mismatch, and a leak:
+                               over its GOLD role text (first --teacher-tokens tokens, 80 as in the release). Caveat: a train/inference mismatch, and a leak:
                                the solver's gold text is the answer, and its latents reach the planner as feedback,
                                so later rounds see an encoding of the gold answer.
   --supervise final|all        CE on the final round only, or + 0.1 x mean CE of the earlier rounds.
@@ -20,22 +20,22 @@ The latent-channel proof (agent 1 reads a secret word, agent 2 must name it from
 """
 import argparse
 import os
-import re
 import sys
 
 import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import system_from_args, role_target, append_targets
-from data import DataError, load_rows, secret_rows
+from agents import system_from_args, role_targets
+from data import DataError, load_rows, secret_rows, target_text
 from model import UserError
+from scoring import last_boxed
 
 
 def answer_ce(backbone, embeds, mask, answers, max_tokens, checkpoint=False):
     """Mean cross-entropy of the answer tokens (end token included) after the final agent's inputs."""
     T = embeds.shape[1]
-    full, full_mask, ids, tmask = append_targets(backbone, embeds, mask, answers, max_tokens)
+    full, full_mask, ids, tmask = trainer.append_targets(backbone, embeds, mask, answers, max_tokens)
     if checkpoint:
         hidden = backbone.forward_checkpointed(full, full_mask)
     else:
@@ -44,21 +44,22 @@ def answer_ce(backbone, embeds, mask, answers, max_tokens, checkpoint=False):
     return F.cross_entropy(logits.flatten(0, 1), ids.masked_fill(tmask == 0, -100).flatten())
 
 
-def teacher_latents(system, rows, steps):
-    """make_latents for --latents teacher: inner(hidden states over the agent's gold role text), first m tokens."""
+def teacher_latents(system, rows, n):
+    """make_latents for --latents teacher: inner(hidden states over the agent's gold role text), its first n tokens
+    (shorter texts padded with the end token, so every row sends n latents)."""
     def make(i, embeds, mask, round_):
         bb, role = system.backbones[i], system.roles[i]
-        field = role_target(role)
         T = embeds.shape[1]
-        full, _, _, tmask = append_targets(bb, embeds, mask, [r[field] for r in rows], steps, pad_to=steps)
-        hidden, _ = bb.forward(full[:, :T + steps], torch.cat([mask, torch.ones_like(tmask)], 1))
-        return system.inner[role](hidden[:, T:T + steps])  # [B, m, d]
+        texts = [target_text(r, role_targets(role)) for r in rows]
+        full, _, _, tmask = trainer.append_targets(bb, embeds, mask, texts, n, pad_to=n)
+        hidden, _ = bb.forward(full[:, :T + n], torch.cat([mask, torch.ones_like(tmask)], 1))
+        return system.inner[role](hidden[:, T:T + n])  # [B, n, d]
     return make
 
 
 def outer_loss(system, rows, args):
     questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
-    make = teacher_latents(system, rows, args.latent_steps) if args.latents == "teacher" else None
+    make = teacher_latents(system, rows, args.teacher_tokens) if args.latents == "teacher" else None
     finals = system.latent_pass(questions, args.rounds, args.latent_steps, make_latents=make)
     bb = system.backbones[-1]
     ck = getattr(args, "grad_ckpt", False)
@@ -73,13 +74,25 @@ def outer_loss(system, rows, args):
 def final_answer(text, secret=False):
     if secret:  # the first word, lower-cased, without punctuation
         return (text.strip().split() or [""])[0].strip(".,!:;\"'").lower()
-    m = re.findall(r"\\boxed\{([^{}]*)\}", text)
-    return m[-1].strip() if m else "-"
+    boxed = last_boxed(text)
+    return boxed.strip() if boxed is not None else "-"
 
 
 def compare(system, rows, args):
     recs = system.run([r["question"] for r in rows], "latent", args.rounds, args.latent_steps, args.max_new_tokens)
     return [(final_answer(rec["text"], args.data == "secret"), rec["text"]) for rec in recs]
+
+
+def report(rows, before, after, secret):
+    gold = [r["final"] for r in rows]
+    if secret:
+        acc = lambda res: sum(a == g for (a, _), g in zip(res, gold)) / len(gold)
+        print(f"\nheld-out secret words ({len(gold)} prompts, chance {1 / 8:.0%}): "
+              f"before {acc(before):.0%}  after {acc(after):.0%}")
+        return
+    print("\nheld-out questions, before -> after training (final answers; gold in brackets)")
+    for r, (b, bt), (a, at), g in zip(rows, before, after, gold):
+        print(f"- {r['question'][:70]}...  [{g}]\n    before: {b!r:12}  {bt[:80]!r}\n    after:  {a!r:12}  {at[:80]!r}")
 
 
 def main(argv=None):
@@ -88,6 +101,8 @@ def main(argv=None):
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--latent-steps", type=int, default=8)
     p.add_argument("--latents", default="rollout", choices=["rollout", "teacher"])
+    p.add_argument("--teacher-tokens", type=int, default=80,
+                   help="--latents teacher: latents from the first N tokens of each gold role text (release: 80)")
     p.add_argument("--supervise", default="final", choices=["final", "all"])
     p.add_argument("--links", default=None, help="start from these links (e.g. runs/inner/links from train_inner.py)")
     p.add_argument("--train-inner", action="store_true", help="also train the inner links (default: frozen)")
@@ -100,10 +115,14 @@ def main(argv=None):
     try:
         torch.manual_seed(args.seed)
         system = system_from_args(args)
+        budget = trainer.target_budget(args, system)
         if args.data == "secret":
             rows, held = secret_rows(), secret_rows(held_out=True)
         else:
-            rows, held = load_rows(args.data, "train"), load_rows("gsm8k", "test")[:args.eval_questions]
+            needs = [role_targets(r) for r in system.roles] if args.latents == "teacher" else []
+            rows = load_rows(args.data, "train", targets=needs)
+            held = load_rows("gsm8k", "test")[:args.eval_questions]
+            trainer.report_truncation(system.backbones[-1], [r["answer"] for r in rows], budget, "answers")
         if args.latents == "teacher" and args.data == "secret":
             raise UserError("--latents teacher needs role texts (plan, refined_plan, answer); the secret task has none")
         system.inner.requires_grad_(args.train_inner)
@@ -117,18 +136,6 @@ def main(argv=None):
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
-
-
-def report(rows, before, after, secret):
-    gold = [r["final"] for r in rows]
-    if secret:
-        acc = lambda res: sum(a == g for (a, _), g in zip(res, gold)) / len(gold)
-        print(f"\nheld-out secret words ({len(gold)} prompts, chance {1 / 8:.0%}): "
-              f"before {acc(before):.0%}  after {acc(after):.0%}")
-        return
-    print("\nheld-out questions, before -> after training (final answers; gold in brackets)")
-    for r, (b, bt), (a, at), g in zip(rows, before, after, gold):
-        print(f"- {r['question'][:70]}...  [{g}]\n    before: {b!r:12}  {bt[:80]!r}\n    after:  {a!r:12}  {at[:80]!r}")
 
 
 if __name__ == "__main__":

@@ -38,7 +38,9 @@ def add_args(p, steps, lr, batch):
     p.add_argument("--batch-size", type=int, default=batch)
     p.add_argument("--lr", type=float, default=lr)
     p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--max-target-tokens", type=int, default=160, help="truncate target texts to this many tokens")
+    p.add_argument("--max-target-tokens", type=int, default=None,
+                   help="cut target texts to this many tokens (default: 160 on a CPU, 2048 on a GPU); a cut target "
+                        "has no end token, so the model is never taught to stop where the cut falls")
     p.add_argument("--link-variant", default="2layer_ln_res")
     p.add_argument("--out", default=None, help="run folder for checkpoints (default runs/<stage>)")
     p.add_argument("--ckpt-every", type=int, default=20)
@@ -178,6 +180,35 @@ def train(system, params, loss_fn, rows, args):
                          ("links", os.path.join(args.out, "links"))]:
             log(rank, f"  {key:34s} {val}")
     return losses
+
+
+def append_targets(backbone, embeds, mask, texts, max_tokens, pad_to=None):
+    """Teacher forcing: [prompt inputs | target text tokens + end token], right-padded.
+    A target longer than max_tokens is cut there and gets NO end token: the model must not learn to stop mid-text.
+    Returns embeds [B, T+L, d], mask [B, T+L], target ids [B, L] (pad where target_mask is 0), target_mask [B, L].
+    The state at position T-1+j predicts target token j."""
+    eos = backbone.tokenizer.eos_token_id
+    ids = [backbone.encode(t) for t in texts]
+    ids = [x[:max_tokens] if len(x) > max_tokens else x + [eos] for x in ids]
+    L = pad_to or max(len(x) for x in ids)
+    tmask = torch.tensor([[1] * min(len(x), L) + [0] * (L - len(x)) for x in ids], device=mask.device)
+    ids = torch.tensor([(x + [eos] * L)[:L] for x in ids], device=mask.device)
+    return (torch.cat([embeds, backbone.embed(ids)], 1), torch.cat([mask, tmask], 1), ids, tmask)
+
+
+def target_budget(args, system):
+    """Resolve --max-target-tokens (None: 160 on a CPU, 2048 on a GPU) and say how many role targets it cuts."""
+    if args.max_target_tokens is None:
+        args.max_target_tokens = 2048 if system.backbones[-1].device.type == "cuda" else 160
+    return args.max_target_tokens
+
+
+def report_truncation(backbone, texts, max_tokens, what, rank=0):
+    """Print the share of target texts longer than the budget (they are cut, and their end is not supervised)."""
+    long = sum(len(ids) > max_tokens for ids in backbone.tokenizer(list(texts), add_special_tokens=False)["input_ids"])
+    log(rank, f"{what}: {long}/{len(texts)} targets ({100 * long / max(1, len(texts)):.1f}%) are longer than "
+              f"--max-target-tokens {max_tokens} and are cut (no end token learned for those)")
+    return long / max(1, len(texts))
 
 
 def log(rank, msg):

@@ -70,7 +70,7 @@ def test_heterogeneous_loop_shapes_at_every_hand_over():
     for name, link in system.outer.items():
         link.register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, inp[0].shape, out.shape)))
     B, m, rounds = 2, 5, 3
-    recs = system.run(["What is 2+3?", "Name a colour."], "latent", rounds=rounds, steps=m, max_new_tokens=4)
+    recs = system.run(["What is 2+3?", "Name a colour."], "latent", rounds=rounds, latent_steps=m, max_new_tokens=4)
     expected = {"planner->critic": (64, 96), "critic->solver": (96, 64), "solver->planner": (64, 64)}
     # every round: planner->critic, critic->solver; every round but the last: solver->planner feedback
     assert [s[0] for s in seen] == ["planner->critic", "critic->solver", "solver->planner"] * (rounds - 1) + \
@@ -84,7 +84,7 @@ def test_heterogeneous_loop_shapes_at_every_hand_over():
 
 def test_text_mode_passes_text_and_counts_every_agent():
     system = System(["tiny-llama", "tiny-qwen"])
-    rec = system.run(["Hi?"], "text", rounds=2, steps=0, max_new_tokens=3)[0]
+    rec = system.run(["Hi?"], "text", rounds=2, latent_steps=0, max_new_tokens=3)[0]
     assert rec["tokens"] == {"planner": 6, "solver": 6} and rec["latent_steps"] == 0
 
 
@@ -106,14 +106,14 @@ def test_latents_are_spliced_into_the_final_agents_input():
 # ---- links -------------------------------------------------------------------------------------------------
 
 def test_inner_link_parameter_count_matches_paper():
-    # DESIGN.md §2: one LayerNorm inner link at d=2560 is 13,122,560 parameters (the paper's "13.12M")
+    # docs/method.md: one LayerNorm inner link at d=2560 is 13,122,560 parameters (the paper's "13.12M")
     assert RecursiveLink(2560, 2560, "inner", "2layer_ln_res").num_params() == 13_122_560
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind,d_in,d_out", [("inner", 64, 64), ("outer", 64, 64), ("outer", 64, 96)])
 def test_link_variants_shapes_and_identity_like_start(variant, kind, d_in, d_out):
-    link = RecursiveLink(d_in, d_out, kind, variant, scale=0.5)
+    link = RecursiveLink(d_in, d_out, kind, variant, out_rms=0.5)
     x = torch.randn(2, 5, d_in, dtype=torch.float64)
     y = link(x)
     assert y.shape == (2, 5, d_out) and y.dtype == x.dtype

@@ -29,7 +29,7 @@ def test_hand_over_shapes_for_every_pattern(pattern, rounds):
     for name, link in system.outer.items():
         link.register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, inp[0].shape, out.shape)))
     B, m = 2, 3
-    recs = system.run(["What is 2+3?", "Name a colour."], "latent", rounds=rounds, steps=m, max_new_tokens=2)
+    recs = system.run(["What is 2+3?", "Name a colour."], "latent", rounds=rounds, latent_steps=m, max_new_tokens=2)
     t = system.topology
     assert len(seen) == rounds * len(t.edges) + (rounds - 1) * len(t.feedback)
     for name, shape_in, shape_out in seen:
@@ -64,7 +64,7 @@ def test_every_outer_link_of_every_pattern_gets_a_gradient(pattern):
 
 @pytest.mark.parametrize("pattern", ["mixture", "distillation", "deliberation"])  # sequential: test_training.py
 def test_outer_training_halves_the_loss_for_each_pattern(pattern, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_outer, "load_rows", lambda *a: ROWS)
+    monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS)
     agents = ",".join(LINEUPS[pattern][-3:] if pattern == "mixture" else LINEUPS[pattern])
     argv = ["--agents", agents, "--pattern", pattern, "--steps", "120", "--out", str(tmp_path), "--eval-questions",
             "0", "--rounds", "2", "--latent-steps", "8", "--lr", "1e-2", "--batch-size", "4", "--warmup", "5",
@@ -91,7 +91,7 @@ def test_python_tool_call_runs_in_the_sandbox_and_its_result_is_read_back():
     system = System(["tiny-llama", "tiny-llama"], "deliberation")
     try:
         calls = _scripted(system, ["<python>print(123456789 * 987654321)</python>", "So \\boxed{121932631112635269}."])
-        rec = system.run(["What is 123456789 * 987654321?"], "latent", rounds=2, steps=2)[0]
+        rec = system.run(["What is 123456789 * 987654321?"], "latent", rounds=2, latent_steps=2)[0]
     finally:
         del system.backbones[1].generate
     assert rec["tool_calls"] == [dict(tool="python", input="print(123456789 * 987654321)",
@@ -105,7 +105,7 @@ def test_a_tool_call_that_loops_forever_times_out_and_the_answer_still_comes_bac
     system = System(["tiny-llama", "tiny-llama"], "deliberation", tool_timeout=1.0)
     try:
         _scripted(system, ["<python>while True:\n    pass</python>", "It timed out, so \\boxed{0}."])
-        rec = system.run(["Loop?"], "latent", rounds=1, steps=0)[0]
+        rec = system.run(["Loop?"], "latent", rounds=1, latent_steps=0)[0]
     finally:
         del system.backbones[1].generate
     assert rec["tool_calls"][0]["result"].startswith("error: timed out")
@@ -116,7 +116,7 @@ def test_at_most_five_tool_calls():
     system = System(["tiny-llama", "tiny-llama"], "deliberation")
     try:
         _scripted(system, ["<python>print(1)</python>"])  # a model that never stops calling
-        rec = system.run(["Again?"], "latent", rounds=1, steps=1)[0]
+        rec = system.run(["Again?"], "latent", rounds=1, latent_steps=1)[0]
     finally:
         del system.backbones[1].generate
     assert len(rec["tool_calls"]) == 5
@@ -141,5 +141,5 @@ def test_each_pattern_runs_on_smollm(pattern, agents):
     system = System(agents, pattern)
     assert len({id(bb) for bb in system.backbones}) == 1  # one copy of the weights
     for rounds in (1, 2, 3):
-        rec = system.run(["What is 12*7?"], "latent", rounds=rounds, steps=4, max_new_tokens=8)[0]
+        rec = system.run(["What is 12*7?"], "latent", rounds=rounds, latent_steps=4, max_new_tokens=8)[0]
         assert rec["text"] and rec["latent_steps"] == 4 * (rounds * len(agents) - 1)

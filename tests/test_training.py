@@ -1,5 +1,6 @@
 """Training: gradients reach the links and never the backbones; loss falls; resume is exact; bad runs stop cleanly."""
 import argparse
+import json
 import os
 import signal
 import subprocess
@@ -64,7 +65,7 @@ def _train_tiny(tmp_path, steps, **kw):
 
 
 def test_outer_training_halves_the_loss_on_tiny_models(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_outer, "load_rows", lambda *a: ROWS)
+    monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS)
     assert train_outer.main(_train_tiny(tmp_path, 80, lr="1e-2", **{"batch-size": 4, "warmup": 5,
                                                                      "latent-steps": 8})) == 0
     state = torch.load(tmp_path / "step-000080" / "state.pt", weights_only=True)
@@ -117,7 +118,7 @@ def test_malformed_rows_are_reported_with_their_line(tmp_path):
     f.write_text('{"question": "q", "plan": "p", "refined_plan": "r", "answer": "a"}\n'
                  '{"question": "q", "plan": "p", "answer": "a"}\n')
     with pytest.raises(DataError, match=r"line 2: missing or empty field\(s\) refined_plan"):
-        load_rows(str(f))
+        load_rows(str(f), targets=[("plan",), ("refined_plan",), ("answer",)])
     f.write_text('{"question": "q", "plan": "p", "refined_plan": "r", "answer": "a"}\n{not json\n')
     with pytest.raises(DataError, match="line 2: not valid JSON"):
         load_rows(str(f))
@@ -126,9 +127,15 @@ def test_malformed_rows_are_reported_with_their_line(tmp_path):
 def test_gsm8k_rows_are_derived_honestly():
     rows = load_rows("gsm8k", "train")
     assert len(rows) == 7473
-    r = rows[0]
-    assert "<<" not in r["plan"] and r["plan"] == r["refined_plan"]
-    assert r["answer"].startswith(r["plan"]) and r["answer"].endswith("\\boxed{72}.")
+    r = rows[0]  # "Natalia sold 48/2 = <<48/2=24>>24 clips in May.\nNatalia sold 48+24 = <<48+24=72>>72 clips ..."
+    assert r["plan"] == ("Step 1: Natalia sold 48/2 = ? clips in May.\n"
+                         "Step 2: Natalia sold 48+24 = ? clips altogether in April and May.")
+    assert r["refined_plan"] == ("Step 1: Natalia sold 48/2 = 24 clips in May.\n"
+                                 "Step 2: Natalia sold 48+24 = 72 clips altogether in April and May.")
+    assert r["answer"] == ("Natalia sold 48/2 = 24 clips in May.\nNatalia sold 48+24 = 72 clips altogether in April "
+                           "and May.\nThe final answer is \\boxed{72}.")
+    assert not any("<<" in x["plan"] + x["refined_plan"] + x["answer"] for x in rows)
+    assert sum(x["plan"] != x["refined_plan"] for x in rows) / len(rows) > 0.97  # planner and critic learn apart
 
 
 def test_cli_train_with_checkpoint_of_other_agents_fails_clearly(tmp_path):
@@ -157,11 +164,28 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(monkeypatch):
     assert not system.backbones[-1].model.model.training  # back in eval mode afterwards
 
 
-def test_torchrun_two_processes_train_and_save(tmp_path):
-    """torch.distributed over gloo on the CPU: two ranks split each batch and average their gradients."""
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train_outer.py",
-                        *_train_tiny(tmp_path, 3, **{"device": "cpu", "log-every": 1})],
-                       cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert "batch 2 x 2 rank(s)" in r.stdout and "step     3/3" in r.stdout
-    assert (tmp_path / "latest").read_text() == "step-000003"
+def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
+    """torch.distributed over gloo on the CPU: two ranks split each batch and average their gradients, which must give
+    the links one process gets from the whole batch (rows of equal token length, so a mean of per-rank means is the
+    mean over the batch)."""
+    from safetensors.torch import load_file
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    common = ["--data", str(data), "--device", "cpu", "--lr", "1e-3", "--warmup", "1"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train_outer.py",
+                          *_train_tiny(tmp_path / "two", 3, **{"batch-size": 1, "log-every": 1}), *common],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "batch 1 x 2 rank(s)" in two.stdout and "step     3/3" in two.stdout
+    assert (tmp_path / "two" / "latest").read_text() == "step-000003"
+    one = subprocess.run([sys.executable, "train_outer.py", *_train_tiny(tmp_path / "one", 3, **{"batch-size": 2}),
+                          *common], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    a, b = load_file(tmp_path / "two" / "links.safetensors"), load_file(tmp_path / "one" / "links.safetensors")
+    start = System(["tiny-llama", "tiny-qwen"]).named_links()
+    moved = 0
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
+        link, name = k.split(".", 2)[:2], k.split(".", 2)[2]
+        moved += not torch.allclose(a[k], dict(start[".".join(link)].state_dict())[name].float())
+    assert moved > 0  # training did move the links, so the equality says something
