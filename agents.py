@@ -12,9 +12,9 @@ and in the last round the final agent decodes the answer. A pattern is just WHO 
 """
 import argparse
 import json
+import os
 import sys
 import time
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
@@ -22,148 +22,8 @@ import torch.nn as nn
 from fast import MODES as FAST_MODES, add_argument as add_fast_argument, resolve_mode as resolve_fast
 from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
 from model import UserError, load_backbone, pad_left, pick_device, pick_dtype, slot
+from patterns import PRESETS, TOPOLOGIES, base_role, expand_agents, role_of, slot_label, slot_name
 from tools import Search, answer_with_tools
-
-# ----------------------------------------------------------------------------------------------------------------
-# Roles and patterns
-
-# The prompt layout of the authors' release: a generic system prompt, the role's instructions in the user message,
-# and each incoming message at its role's place: before the question for the agents that act on what they receive
-# (solver, summarizer, learner, tool-caller, and every agent's feedback slot except the planner's), after it for the
-# planner's feedback and the critic's plan. Wording is ours; the layout is the release's (see docs/method.md).
-SYSTEM_PROMPT = "You are a helpful assistant."
-STEPS = "Write it as numbered steps:\nStep 1: ...\nStep 2: ...\n..."
-BOXED = "Solve it and put the final answer in \\boxed{}."
-
-
-@dataclass
-class Role:
-    intro: str             # who the agent is and what it should do
-    closing: str           # the last line of its user message
-    slots_first: bool      # incoming messages before the question (else after it)
-    targets: tuple         # training fields it learns to produce, first present wins (data.py)
-    system: str = SYSTEM_PROMPT
-
-
-ROLES = {
-    "planner": Role("You are the planner in a team of agents. Make a plan for the question below; do not solve it.",
-                    STEPS, False, ("plan",)),
-    "critic": Role("You are the critic in a team of agents. Check the planner's plan for the question below and "
-                   "write a corrected, clearer plan.", STEPS, False, ("refined_plan",)),
-    "solver": Role("You are the solver in a team of agents. Use the plan you are given.", BOXED, True, ("answer",)),
-    "math": Role("You are the mathematics specialist in a team of agents.", "Give your view of the question.",
-                 True, ("hie_math_expert", "plan")),
-    "code": Role("You are the programming specialist in a team of agents.", "Give your view of the question.",
-                 True, ("hie_code_expert", "plan")),
-    "science": Role("You are the science specialist in a team of agents.", "Give your view of the question.",
-                    True, ("hie_science_expert", "plan")),
-    "summarizer": Role("You are the summarizer in a team of agents. Weigh the specialists' views.", BOXED, True,
-                       ("answer",)),
-    "expert": Role("You are the expert in a team of agents. Give a short plan the learner can follow; do not give "
-                   "the final answer.", STEPS, True, ("refined_plan", "plan")),
-    "learner": Role("You are the learner in a team of agents. Follow the expert's plan where it fits the question.",
-                    BOXED, True, ("answer",)),
-    "reflector": Role("You are the reflector in a team of agents: think about what must be computed or looked up.",
-                      "Think it through.", True, ("answer",)),
-    "toolcaller": Role("You are the tool-caller in a team of agents. Use the reflector's thoughts.", BOXED, True,
-                       ("answer",),
-                       system="You may call tools. To run Python, write <python>code that prints the result</python>; "
-                              "to search documents, write <search>query</search>. The result comes back as "
-                              "<result>...</result>. Put the final answer in \\boxed{}.\n"
-                              "Example. Question: What is 2**20?\n<python>print(2**20)</python>\n<result>1048576"
-                              "</result>\nThe answer is \\boxed{1048576}."),
-}
-LABELS = {"planner": "Plan from the planner", "critic": "Corrected plan from the critic",
-          "solver": "Feedback from the solver's previous round", "summarizer": "Feedback from the summarizer's "
-          "previous round", "learner": "Feedback from the learner's previous round",
-          "toolcaller": "Feedback from the tool-caller's previous round", "expert": "Plan from the expert",
-          "reflector": "Thoughts of the reflector"}
-
-
-@dataclass
-class Topology:
-    roles: list     # agent i plays roles[i]; the LAST agent writes the answer
-    edges: list     # (src, dst) within a round, src < dst: src's latents go to dst in the same round
-    feedback: list  # (src, dst) across rounds: src's latents reach dst in the next round (not after the last)
-
-
-def _unique(roles):
-    return [r if roles.count(r) == 1 else f"{r}{i}" for i, r in enumerate(roles)]
-
-
-# The four patterns of the paper, side by side: only who feeds whom differs.
-def sequential(n):
-    """planner -> [critic ->] solver, solver -> planner as feedback. n=1: one agent looping on its own thoughts."""
-    roles = {1: ["solver"], 2: ["planner", "solver"]}.get(n) or ["planner"] + ["critic"] * (n - 2) + ["solver"]
-    return Topology(_unique(roles), [(i, i + 1) for i in range(n - 1)], [(n - 1, 0)])
-
-
-def mixture(n):
-    """specialists think in parallel -> summarizer reads every stream (one slot each); feedback to each specialist."""
-    if n < 2:
-        raise UserError("the mixture pattern needs at least 2 agents: specialists then a summarizer")
-    roles = _unique([("math", "code", "science")[i % 3] for i in range(n - 1)]) + ["summarizer"]
-    return Topology(roles, [(i, n - 1) for i in range(n - 1)], [(n - 1, i) for i in range(n - 1)])
-
-
-def distillation(n):
-    """a (larger) expert thinks -> a (smaller) learner answers; feedback learner -> expert."""
-    if n != 2:
-        raise UserError("the distillation pattern takes exactly 2 agents: expert,learner")
-    return Topology(["expert", "learner"], [(0, 1)], [(1, 0)])
-
-
-def deliberation(n):
-    """a reflector thinks -> a tool-caller answers, calling <python>/<search> tools; feedback tool-caller -> reflector."""
-    if n != 2:
-        raise UserError("the deliberation pattern takes exactly 2 agents: reflector,toolcaller")
-    return Topology(["reflector", "toolcaller"], [(0, 1)], [(1, 0)])
-
-
-TOPOLOGIES = {"sequential": sequential, "mixture": mixture, "distillation": distillation, "deliberation": deliberation}
-
-PRESETS = {  # the paper's lineups (docs/method.md §7): --agents paper-light etc.
-    "paper-light": ("sequential", "qwen,llama,qwen-math"),
-    "paper-scaled": ("sequential", "gemma,llama-3b,qwen3.5-4b"),
-    "paper-mixture": ("mixture", "deepseek,qwen-coder,mistral,qwen3.5-2b"),
-    "paper-distillation": ("distillation", "qwen3.5-9b,qwen3.5-4b"),
-    "paper-deliberation": ("deliberation", "qwen3.5-4b,qwen3.5-4b"),
-}
-
-
-def expand_agents(agents, pattern):
-    """'paper-mixture' -> (['deepseek', ...], 'mixture'); 'a,b' -> (['a', 'b'], pattern)."""
-    if agents in PRESETS:
-        return PRESETS[agents][1].split(","), PRESETS[agents][0]
-    names = [a.strip() for a in agents.split(",") if a.strip()]
-    if not names:
-        raise UserError("--agents is empty; pass e.g. --agents smollm,smollm")
-    return names, pattern
-
-
-def _base(role):
-    return role.rstrip("0123456789")
-
-
-def role_of(role):
-    """The Role of an agent's role name ('critic2' -> critic); unknown names act as solvers."""
-    return ROLES.get(_base(role), ROLES["solver"])
-
-
-def role_targets(role):
-    """The training fields an agent of this role learns to produce, in order of preference."""
-    return role_of(role).targets
-
-
-def slot_label(src_role):
-    base = _base(src_role)
-    return LABELS.get(base, f"Thoughts of the {base} specialist" if base in ("math", "code", "science") else
-                      f"Thoughts of the {base}")
-
-
-def slot_name(src_role, feedback):
-    return ("feedback_" if feedback else "from_") + src_role
-
 
 # ----------------------------------------------------------------------------------------------------------------
 # Latent rollout (docs/method.md §3): KV-cached, and the recompute-everything reference it must equal
@@ -358,7 +218,7 @@ class System(nn.Module):
         """Agent i writes the answer; a tool-caller calls its tools on the way (tools.answer_with_tools).
         Returns (texts, tokens, tool calls per row or None)."""
         bb = self.backbones[i]
-        if _base(self.roles[i]) != "toolcaller":
+        if base_role(self.roles[i]) != "toolcaller":
             return (*bb.generate(embeds, mask, **gen), None)
         return answer_with_tools(bb, embeds, mask, gen, self.search, self.tool_timeout)
 
@@ -408,46 +268,100 @@ def _now():
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 
+def _checked(kind, ok, what):
+    """An argparse type: convert with `kind`, accept when ok(value), else a one-line error saying what is wanted."""
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
+        if not ok(value):
+            raise argparse.ArgumentTypeError(f"{text} is not {what}")
+        return value
+    parse.__name__ = what  # argparse names the type in its message
+    return parse
+
+
+positive_int = _checked(int, lambda v: v > 0, "a whole number >= 1")
+count = _checked(int, lambda v: v >= 0, "a whole number >= 0")
+new_tokens = _checked(int, lambda v: 0 < v <= 65536, "a number of new tokens in 1..65536")
+seconds = _checked(float, lambda v: 0 < v < 86400, "a number of seconds > 0")
+temperature = _checked(float, lambda v: 0 <= v <= 100, "a temperature >= 0 (0 = greedy)")
+top_p = _checked(float, lambda v: 0 < v <= 1, "a top-p in (0, 1]")
+device = _checked(str, lambda v: v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
+                  "a device (auto, cpu, cuda, cuda:N or mps)")
+
+
+def text(s):
+    """An argparse type for free text: it must be valid UTF-8 (a shell can hand over other bytes)."""
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError:
+        raise argparse.ArgumentTypeError("is not valid UTF-8 text") from None
+    return s
+
+
+def existing_file(path):
+    if not os.path.isfile(path):
+        raise argparse.ArgumentTypeError(f"file '{path}' not found")
+    return path
+
+
+def add_system_args(p, agents="smollm,smollm"):
+    """The options that describe a System, shared by every script (agents, evaluate, training, bench)."""
+    p.add_argument("--agents", default=agents, type=text,
+                   help=f"comma-separated aliases, hub ids, folders or .gguf files; or a preset: {', '.join(PRESETS)}")
+    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES), help="who feeds whom")
+    p.add_argument("--link-variant", default="2layer_ln_res", choices=list(VARIANTS))
+    p.add_argument("--links", default=None, help="link checkpoint (path without .safetensors/.json); default untrained")
+    p.add_argument("--search-docs", default=None, type=existing_file,
+                   help="JSONL of {title, text} passages for the deliberation pattern's <search> tool")
+    p.add_argument("--tool-timeout", type=seconds, default=10.0, help="seconds per <python> tool call")
+    p.add_argument("--device", default="auto", type=device)
+    p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
+                   help="auto: bfloat16 on CUDA, float32 elsewhere")
+    p.add_argument("--spread", action="store_true", help="with several GPUs: each distinct backbone on its own GPU")
+    p.add_argument("--trust-remote-code", action="store_true", help="run model code from the hub (off: safer)")
+    add_fast_argument(p)
+
+
+def add_loop_args(p, rounds=2, latent_steps=8):
+    """How long the system thinks: rounds and latent steps per agent and round."""
+    p.add_argument("--rounds", type=positive_int, default=rounds, help="rounds of the loop (the paper: 1-3)")
+    p.add_argument("--latent-steps", type=count, default=latent_steps,
+                   help="latent thoughts per agent and round (the paper: 16-80)")
+
+
 def system_from_args(a):
-    """The System that a CLI's parsed options describe (every script shares --agents, --pattern, --device, ...)."""
-    device = pick_device(a.device)
+    """The System that add_system_args' options describe."""
+    dev = pick_device(a.device)
     names, pattern = expand_agents(a.agents, a.pattern)
-    system = System(names, pattern, getattr(a, "link_variant", "2layer_ln_res"), device, pick_dtype(a.dtype, device),
-                    getattr(a, "trust_remote_code", False), getattr(a, "spread", False),
-                    getattr(a, "search_docs", None), getattr(a, "tool_timeout", 10.0), getattr(a, "fast", "auto"))
-    if getattr(a, "links", None):
+    system = System(names, pattern, a.link_variant, dev, pick_dtype(a.dtype, dev), a.trust_remote_code, a.spread,
+                    a.search_docs, a.tool_timeout, a.fast)
+    if a.links:
         system.load_links(a.links)
     return system
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Ask the looped multi-agent system one question.")
-    p.add_argument("--agents", default="smollm,smollm",
-                   help=f"comma-separated aliases, hub ids, folders or .gguf files; or a preset: {', '.join(PRESETS)}")
-    p.add_argument("--mode", default="latent", choices=["latent", "text", "single"])
-    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--latent-steps", type=int, default=8)
-    p.add_argument("--question", default="What is 12*7?")
-    p.add_argument("--links", default=None, help="link checkpoint (path without .safetensors/.json); default untrained")
-    p.add_argument("--link-variant", default="2layer_ln_res", choices=VARIANTS)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--temperature", type=float, default=0.0)
-    p.add_argument("--top-p", type=float, default=1.0)
+    p = argparse.ArgumentParser(description="Ask the looped multi-agent system one question.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog='example: python agents.py --agents smollm,smollm --mode latent --rounds 2 '
+                                       '--latent-steps 8 --question "What is 12*7?"')
+    add_system_args(p)
+    add_loop_args(p)
+    p.add_argument("--mode", default="latent", choices=["latent", "text", "single"],
+                   help="latent: RecursiveMAS; text: Recursive-TextMAS; single: the final agent alone")
+    p.add_argument("--question", default="What is 12*7?", type=text)
+    p.add_argument("--max-new-tokens", type=new_tokens, default=256)
+    p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy")
+    p.add_argument("--top-p", type=top_p, default=1.0)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--trust-remote-code", action="store_true")
-    add_fast_argument(p)
-    p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the <search> tool")
-    p.add_argument("--tool-timeout", type=float, default=10.0, help="seconds per <python> call")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
     try:
         if not a.question.strip():
             raise UserError("empty question; pass a non-empty --question")
-        if a.rounds < 1 or a.latent_steps < 0:
-            raise UserError("--rounds must be >= 1 and --latent-steps >= 0")
         torch.manual_seed(a.seed)
         system = system_from_args(a)
         rec = system.run([a.question], a.mode, a.rounds, a.latent_steps, a.max_new_tokens, a.temperature, a.top_p)[0]

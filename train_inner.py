@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import system_from_args, role_targets, build_inputs, slot_name
+from agents import system_from_args, build_inputs
+from patterns import role_targets, slot_name
 from data import DataError, load_rows, target_text
 from model import UserError
 

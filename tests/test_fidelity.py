@@ -11,7 +11,7 @@ import agents
 import trainer
 import train_inner
 import train_outer
-from agents import System, build_inputs
+from agents import System
 from model import load_backbone
 
 ARCHS = ["tiny-llama", "tiny-qwen", "tiny-gemma3"]
