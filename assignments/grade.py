@@ -22,20 +22,23 @@ RESULT = re.compile(r"^(PASSED|FAILED|ERROR|XPASS|XFAIL) (\S+)")
 
 
 def run_tests(folder, node_ids, timeout=600):
-    """Run pytest on node_ids in folder -> ({node id as pytest reports it: outcome}, pytest's output)."""
+    """Run pytest on node_ids in folder -> ({node id as pytest reports it: outcome}, [files that failed to import],
+    pytest's output)."""
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", CUDA_VISIBLE_DEVICES="",
                PYTHONDONTWRITEBYTECODE="1")
     cmd = [sys.executable, "-m", "pytest", "-q", "-rA", "-p", "no:cacheprovider", "--no-header", *node_ids]
     try:
         r = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, timeout=timeout, env=env)
     except subprocess.TimeoutExpired:
-        return {}, f"pytest ran past {timeout} s"
-    outcomes = {}
+        return {}, [], f"pytest ran past {timeout} s"
+    outcomes, broken = {}, []
     for line in r.stdout.splitlines():
         m = RESULT.match(line)
         if m and "::" in m.group(2):
             outcomes[m.group(2)] = m.group(1)
-    return outcomes, r.stdout + r.stderr
+        elif m and m.group(1) == "ERROR":
+            broken.append(m.group(2))  # a test file that could not be collected (an import failed)
+    return outcomes, broken, r.stdout + r.stderr
 
 
 def score(header, outcomes):
@@ -52,17 +55,18 @@ def score(header, outcomes):
 
 
 def grade(numbers, folder=ROOT, verbose=False):
-    """{n: {title, groups: [{name, points, earned, failed}], earned, points}} for assignments `numbers` in folder."""
+    """{n: {title, groups: [{name, points, earned, failed}], earned, points, broken}} for assignments `numbers` in
+    folder; `broken`: test files that did not even import."""
     headers = {n: read_header(n) for n in numbers}
     ids = list(dict.fromkeys(nid for h in headers.values() for _, _, g in h["groups"] for nid in g))
-    outcomes, log = run_tests(folder, ids)
+    outcomes, broken, log = run_tests(folder, ids)
     if verbose:
         print(log)
     result = {}
     for n, h in headers.items():
         groups = [dict(name=a, points=p, earned=e, failed=f) for a, p, e, f in score(h, outcomes)]
         result[n] = dict(title=h["title"], groups=groups, earned=sum(g["earned"] for g in groups),
-                         points=sum(g["points"] for g in groups))
+                         points=sum(g["points"] for g in groups), broken=broken)
     return result
 
 
@@ -93,6 +97,8 @@ def main(argv=None):
                 for nid in g["failed"]:
                     print(f"        failed: {nid}")
             print(f"  {r['earned']:2d}/{r['points']:<2d} total")
+            for path in r["broken"]:
+                print(f"  (could not import {path}: run it with pytest to see why)")
     return 0 if all(r["earned"] == r["points"] for r in result.values()) else 1
 
 

@@ -198,7 +198,7 @@ def main(argv=None):
     except CourseError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"wrote {a.out}: assignment {int(a.n)}, {header['title']}")
+    print(f"wrote {a.out}: {header['title']}")
     for q in header["functions"]:
         print(f"  to write: {q}")
     print(f"  changed files: {', '.join(changed)}\n  grade it with: python assignments/grade.py {int(a.n)} --in {a.out}")
