@@ -156,6 +156,11 @@ def repo_files(root=ROOT):
     return sorted(f for f in files if not set(f.split(os.sep)) & SKIP)
 
 
+def copied_files(root=ROOT):
+    """What a student copy holds: the repository's files but the planted wrong solutions (near-answers)."""
+    return [f for f in repo_files(root) if not f.startswith(os.path.join("assignments", "planted") + os.sep)]
+
+
 def make_copy(n, out, root=ROOT, planted=None):
     """Copy the repository to `out` (which must be empty or absent) and blank assignment n's functions; with
     `planted` (a file as read_planted reads it), keep the reference and put those wrong functions in instead.
@@ -173,7 +178,7 @@ def make_copy(n, out, root=ROOT, planted=None):
         path, inner = split_name(qualname, root)
         edits[path] = replace(edits.get(path) or open(path).read(), inner, text, path)
     os.makedirs(out, exist_ok=True)
-    for rel in repo_files(root):
+    for rel in copied_files(root):
         dst = os.path.join(out, rel)
         os.makedirs(os.path.dirname(dst), exist_ok=True)
         src = os.path.join(root, rel)
