@@ -150,9 +150,11 @@ def repo_files(root=ROOT):
         out = subprocess.run(["git", "-C", root, "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
                              capture_output=True, check=True).stdout.decode()
         files = [f for f in out.split("\0") if f and os.path.isfile(os.path.join(root, f))]
-    except (OSError, subprocess.CalledProcessError):
-        files = [os.path.relpath(os.path.join(d, f), root) for d, dirs, names in os.walk(root)
-                 for f in names if not dirs.__setitem__(slice(None), [x for x in dirs if x not in SKIP])]
+    except (OSError, subprocess.CalledProcessError):  # not a git checkout (e.g. a student copy)
+        files = []
+        for folder, dirs, names in os.walk(root):
+            dirs[:] = [d for d in dirs if d not in SKIP]  # prune in place: os.walk does not descend into them
+            files += [os.path.relpath(os.path.join(folder, f), root) for f in names]
     return sorted(f for f in files if not set(f.split(os.sep)) & SKIP)
 
 

@@ -16,6 +16,8 @@ COURSE = os.path.join(ROOT, "assignments")
 sys.path.insert(0, COURSE)
 import make  # noqa: E402  (assignments/make.py)
 
+if not os.path.isdir(os.path.join(COURSE, "planted")):  # a student copy (make.py leaves the wrong solutions out)
+    pytest.skip("a student copy: the course's own checks run in the reference repository", allow_module_level=True)
 NUMBERS = sorted(int(os.path.basename(p)[:2]) for p in glob.glob(os.path.join(COURSE, "[0-9][0-9]-*.md")))
 
 
@@ -46,12 +48,37 @@ def test_the_reference_scores_full_marks():
         assert [g["earned"] for g in r["groups"]] == [g["points"] for g in r["groups"]], (n, r["groups"])
 
 
-@pytest.mark.parametrize("n", NUMBERS)
-def test_a_blanked_copy_imports_and_scores_zero(n, tmp_path):
-    out = tmp_path / "copy"
-    assert make.main([str(n), "--out", str(out)]) == 0
+# One copy per plan: assignment B blanked (or none) plus planted wrong solutions P, grading B and P in one pytest
+# process (starting one costs more than the tests). Each pair is independent: B's functions are not used by P's
+# tests, and P's wrong functions cannot rescue B's. Assignments 1 and 2 are used by nearly every test: alone.
+PLANS = [(1, []), (2, []), (3, [1]), (4, [2]), (5, [4]), (6, [5]), (None, [3, 6])]
+
+
+def test_every_assignment_is_blanked_once_and_planted_once():
+    assert sorted(b for b, _ in PLANS if b) == NUMBERS and sorted(p for _, ps in PLANS for p in ps) == NUMBERS
+
+
+def _make_plan(blanked, planted, out):
+    """A copy with assignment `blanked`'s functions blanked (or none) and the planted solutions put in."""
+    paths = [os.path.join(COURSE, "planted", f"{m}.py") for m in planted]
+    if blanked:
+        assert make.main([str(blanked), "--out", str(out)]) == 0
+    else:
+        make.make_copy(planted[0], str(out), planted=paths.pop(0))
+    for path in paths:  # the rest, into the copy in place
+        for qualname, text in make.read_planted(path):
+            file, inner = make.split_name(qualname, str(out))
+            source = make.replace(open(file).read(), inner, text, file)
+            open(file, "w").write(source)
+
+
+def _check_blanked(n, planted, out):
+    """Only the blanked (and planted) functions' files differ; each blanked one keeps its signature and docstring
+    and raises."""
     header = make.read_header(n)
     changed = {make.split_name(q)[0] for q in header["functions"]}
+    changed |= {make.split_name(q)[0] for m in planted
+                for q, _ in make.read_planted(os.path.join(COURSE, "planted", f"{m}.py"))}
     assert not os.path.exists(out / "assignments" / "planted")  # near-answers stay out of the student's copy
     for rel in make.copied_files():
         a, b = os.path.join(ROOT, rel), os.path.join(out, rel)
@@ -65,19 +92,23 @@ def test_a_blanked_copy_imports_and_scores_zero(n, tmp_path):
         assert ast.get_docstring(node) == ast.get_docstring(ref) and ast.dump(node.args) == ast.dump(ref.args)
         body = node.body[1:] if ast.get_docstring(node) else node.body
         assert len(body) == 1 and f"assignment {n}: write {q}" in ast.unparse(body[0])
-    result = _grade([n], str(out))[n]
-    assert result["broken"] == []  # it still imports: every graded test ran and failed on its own
-    assert [g["earned"] for g in result["groups"]] == [0] * len(result["groups"]), result["groups"]
 
 
-@pytest.mark.parametrize("n", NUMBERS)
-def test_a_planted_wrong_solution_loses_its_groups(n, tmp_path):
-    planted = os.path.join(COURSE, "planted", f"{n}.py")
+@pytest.mark.parametrize("blanked,planted", PLANS,
+                         ids=[f"blank{b or '-'}+planted{''.join(map(str, p)) or '-'}" for b, p in PLANS])
+def test_blanked_copies_score_zero_and_planted_wrong_solutions_lose_their_groups(blanked, planted, tmp_path):
     out = tmp_path / "copy"
-    make.make_copy(n, str(out), planted=planted)
-    result = _grade([n], str(out))[n]
-    lost = {g["name"] for g in result["groups"] if g["earned"] < g["points"]}
-    assert lost and lost == make.planted_loses(planted), result["groups"]
+    _make_plan(blanked, planted, out)
+    if blanked:
+        _check_blanked(blanked, planted, out)
+    result = _grade(([blanked] if blanked else []) + planted, str(out))
+    if blanked:
+        r = result[blanked]
+        assert r["broken"] == []  # it still imports: every graded test ran and failed on its own
+        assert [g["earned"] for g in r["groups"]] == [0] * len(r["groups"]), r["groups"]
+    for m in planted:
+        lost = {g["name"] for g in result[m]["groups"] if g["earned"] < g["points"]}
+        assert lost and lost == make.planted_loses(os.path.join(COURSE, "planted", f"{m}.py")), result[m]["groups"]
 
 
 def test_a_group_scores_only_when_every_listed_test_ran_and_passed():
