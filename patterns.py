@@ -105,7 +105,15 @@ def deliberation(n):
     return Topology(["reflector", "toolcaller"], [(0, 1)], [(1, 0)])
 
 
-TOPOLOGIES = {"sequential": sequential, "mixture": mixture, "distillation": distillation, "deliberation": deliberation}
+def debate(n):
+    """two planners think side by side -> a solver reads both (one slot each); feedback solver -> each planner."""
+    if n != 3:
+        raise UserError("the debate pattern takes exactly 3 agents: planner,planner,solver")
+    return Topology(_unique(["planner", "planner", "solver"]), [(0, 2), (1, 2)], [(2, 0), (2, 1)])
+
+
+TOPOLOGIES = {"sequential": sequential, "mixture": mixture, "distillation": distillation, "deliberation": deliberation,
+              "debate": debate}
 
 PRESETS = {  # the paper's lineups (docs/method.md §7): --agents paper-light etc.
     "paper-light": ("sequential", "qwen,llama,qwen-math"),

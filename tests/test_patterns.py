@@ -15,6 +15,7 @@ LINEUPS = {  # heterogeneous tiny models (d=64 and d=96)
     "mixture": ["tiny-llama", "tiny-qwen", "tiny-llama", "tiny-qwen"],
     "distillation": ["tiny-llama", "tiny-qwen"],
     "deliberation": ["tiny-qwen", "tiny-qwen"],
+    "debate": ["tiny-llama", "tiny-qwen", "tiny-llama"],
 }
 ROWS = [{"question": q, "plan": f"Work out {q}", "refined_plan": f"Compute {q}", "answer": a}
         for q, a in [("2+2?", "\\boxed{4}"), ("3+5?", "\\boxed{8}"), ("9-7?", "\\boxed{2}"), ("1+5?", "\\boxed{6}")]]

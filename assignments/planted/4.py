@@ -1,0 +1,20 @@
+# Planted wrong solution for assignment 4: the inner loss targets token t (the state's own token) instead of t+1.
+# loses: the loss value | the target is the next token
+# replaces: train_inner.inner_loss
+def inner_loss(system, rows, max_tokens):
+    total = 0.0
+    for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
+        field = role_target(role)
+        prompts = [system.prompt(i, r["question"], round_=0) for r in rows]
+        empty = {slot_name(system.roles[s], fb): torch.zeros(len(rows), 0, bb.hidden_size, device=bb.device)
+                 for s, fb in system.incoming(i, 0)}
+        embeds, mask = build_inputs(bb, prompts, empty)
+        T = embeds.shape[1]
+        full, full_mask, ids, tmask = append_targets(bb, embeds, mask, [r[field] for r in rows], max_tokens)
+        with torch.no_grad():
+            hidden, _ = bb.forward(full, full_mask)
+            target = bb.embed(ids)
+        pred = system.inner[role](hidden[:, T:])  # the state over token t, compared with token t itself
+        cos = F.cosine_similarity(pred.float(), target.float(), dim=-1)
+        total = total + ((1 - cos) * tmask).sum() / tmask.sum()
+    return total / len(system.roles)
