@@ -6,7 +6,7 @@ src's latents or text reach dst in the same round) and the feedback edges across
 round). The paper's four patterns are a few lines each below; a new one is a new function in TOPOLOGIES.
 
 A role says what its agent is told (its instructions, where incoming messages sit in its prompt) and which training
-field it learns (data.py).
+field it learns (rows.py).
 """
 from dataclasses import dataclass
 
@@ -26,7 +26,7 @@ class Role:
     intro: str             # who the agent is and what it should do
     closing: str           # the last line of its user message
     slots_first: bool      # incoming messages before the question (else after it)
-    targets: tuple         # training fields it learns to produce, first present wins (data.py)
+    targets: tuple         # training fields it learns to produce, first present wins (rows.py)
     system: str = SYSTEM_PROMPT
 
 

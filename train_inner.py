@@ -21,7 +21,7 @@ import torch.nn.functional as F
 import trainer
 from agents import system_from_args, build_inputs
 from patterns import role_targets, slot_name
-from data import DataError, load_rows, target_text
+from rows import DataError, load_rows, target_text
 from model import UserError
 
 

@@ -28,7 +28,7 @@ import torch.nn.functional as F
 import trainer
 from agents import system_from_args
 from patterns import role_targets
-from data import DataError, load_rows, secret_rows, target_text
+from rows import DataError, load_rows, secret_rows, target_text
 from model import UserError
 from scoring import last_boxed
 

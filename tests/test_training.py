@@ -14,7 +14,7 @@ import trainer
 import train_inner
 import train_outer
 from agents import System
-from data import DataError, load_rows
+from rows import DataError, load_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROWS = [{"question": q, "plan": f"Add or subtract: {q}", "refined_plan": f"Compute {q}", "answer": a}
