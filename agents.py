@@ -268,7 +268,7 @@ def _now():
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 
-def _checked(kind, ok, what):
+def checked(kind, ok, what):
     """An argparse type: convert with `kind`, accept when ok(value), else a one-line error saying what is wanted."""
     def parse(text):
         try:
@@ -282,13 +282,13 @@ def _checked(kind, ok, what):
     return parse
 
 
-positive_int = _checked(int, lambda v: v > 0, "a whole number >= 1")
-count = _checked(int, lambda v: v >= 0, "a whole number >= 0")
-new_tokens = _checked(int, lambda v: 0 < v <= 65536, "a number of new tokens in 1..65536")
-seconds = _checked(float, lambda v: 0 < v < 86400, "a number of seconds > 0")
-temperature = _checked(float, lambda v: 0 <= v <= 100, "a temperature >= 0 (0 = greedy)")
-top_p = _checked(float, lambda v: 0 < v <= 1, "a top-p in (0, 1]")
-device = _checked(str, lambda v: v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
+positive_int = checked(int, lambda v: v > 0, "a whole number >= 1")
+count = checked(int, lambda v: v >= 0, "a whole number >= 0")
+new_tokens = checked(int, lambda v: 0 < v <= 65536, "a number of new tokens in 1..65536")
+seconds = checked(float, lambda v: 0 < v < 86400, "a number of seconds > 0")
+temperature = checked(float, lambda v: 0 <= v <= 100, "a temperature >= 0 (0 = greedy)")
+top_p = checked(float, lambda v: 0 < v <= 1, "a top-p in (0, 1]")
+device = checked(str, lambda v: v in ("auto", "cpu", "cuda", "mps") or (v.startswith("cuda:") and v[5:].isdigit()),
                   "a device (auto, cpu, cuda, cuda:N or mps)")
 
 
@@ -312,12 +312,12 @@ def add_system_args(p, agents="smollm,smollm"):
     p.add_argument("--agents", default=agents, type=text,
                    help=f"comma-separated aliases, hub ids, folders or .gguf files; or a preset: {', '.join(PRESETS)}")
     p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES), help="who feeds whom")
-    p.add_argument("--link-variant", default="2layer_ln_res", choices=list(VARIANTS))
+    p.add_argument("--link-variant", default="2layer_ln_res", choices=list(VARIANTS), help="RecursiveLink form")
     p.add_argument("--links", default=None, help="link checkpoint (path without .safetensors/.json); default untrained")
     p.add_argument("--search-docs", default=None, type=existing_file,
                    help="JSONL of {title, text} passages for the deliberation pattern's <search> tool")
     p.add_argument("--tool-timeout", type=seconds, default=10.0, help="seconds per <python> tool call")
-    p.add_argument("--device", default="auto", type=device)
+    p.add_argument("--device", default="auto", type=device, help="auto: cuda when torch sees one, else cpu")
     p.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"],
                    help="auto: bfloat16 on CUDA, float32 elsewhere")
     p.add_argument("--spread", action="store_true", help="with several GPUs: each distinct backbone on its own GPU")
@@ -352,11 +352,11 @@ def main(argv=None):
     add_loop_args(p)
     p.add_argument("--mode", default="latent", choices=["latent", "text", "single"],
                    help="latent: RecursiveMAS; text: Recursive-TextMAS; single: the final agent alone")
-    p.add_argument("--question", default="What is 12*7?", type=text)
-    p.add_argument("--max-new-tokens", type=new_tokens, default=256)
+    p.add_argument("--question", default="What is 12*7?", type=text, help="the question to answer")
+    p.add_argument("--max-new-tokens", type=new_tokens, default=256, help="most tokens the final agent writes")
     p.add_argument("--temperature", type=temperature, default=0.0, help="0 = greedy")
-    p.add_argument("--top-p", type=top_p, default=1.0)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--top-p", type=top_p, default=1.0, help="nucleus sampling (with a temperature > 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (sampling)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     a = p.parse_args(argv)
     try:

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import system_from_args
+from agents import add_loop_args, count, new_tokens, positive_int, system_from_args
 from patterns import role_targets
 from rows import DataError, load_rows, secret_rows, target_text
 from model import UserError
@@ -97,20 +97,23 @@ def report(rows, before, after, secret):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Train the outer RecursiveLinks (stage 2) on the whole looped system.")
+    p = argparse.ArgumentParser(description="Train the outer RecursiveLinks (stage 2) on the whole looped system.",
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+                                epilog="example: python train_outer.py --data secret --rounds 1 --train-inner "
+                                       "--steps 80 --lr 2e-3   (the latent-channel proof)")
     trainer.add_args(p, steps=30, lr=5e-4, batch=2)
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--latent-steps", type=int, default=8)
-    p.add_argument("--latents", default="rollout", choices=["rollout", "teacher"])
-    p.add_argument("--teacher-tokens", type=int, default=80,
+    add_loop_args(p)
+    p.add_argument("--latents", default="rollout", choices=["rollout", "teacher"],
+                   help="rollout: latents made as at inference; teacher: the release's gold-text latents")
+    p.add_argument("--teacher-tokens", type=positive_int, default=80,
                    help="--latents teacher: latents from the first N tokens of each gold role text (release: 80)")
-    p.add_argument("--supervise", default="final", choices=["final", "all"])
-    p.add_argument("--links", default=None, help="start from these links (e.g. runs/inner/links from train_inner.py)")
+    p.add_argument("--supervise", default="final", choices=["final", "all"],
+                   help="answer CE of the final round, or + 0.1 x the earlier rounds'")
     p.add_argument("--train-inner", action="store_true", help="also train the inner links (default: frozen)")
     p.add_argument("--grad-ckpt", action="store_true",
                    help="gradient checkpointing in the answer pass: less memory, ~30%% more time")
-    p.add_argument("--eval-questions", type=int, default=3, help="held-out questions answered before and after")
-    p.add_argument("--max-new-tokens", type=int, default=96)
+    p.add_argument("--eval-questions", type=count, default=3, help="held-out questions answered before and after")
+    p.add_argument("--max-new-tokens", type=new_tokens, default=96, help="for the before/after answers")
     args = p.parse_args(argv)
     args.stage, args.out = "outer", args.out or os.path.join("runs", "outer" if args.data != "secret" else "secret")
     try:

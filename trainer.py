@@ -24,34 +24,31 @@ import time
 import torch
 import torch.distributed as dist
 
-from fast import add_argument as add_fast_argument
+from agents import add_system_args, checked, count, positive_int, text
 from model import UserError
 
 
+learning_rate = checked(float, lambda v: 0 < v < 1, "a learning rate in (0, 1)")
+
+
 def add_args(p, steps, lr, batch):
-    """The options both stages share."""
-    p.add_argument("--agents", default="smollm,smollm",
-                   help="comma-separated aliases, hub ids, folders or .gguf files; or a preset like paper-light")
-    p.add_argument("--pattern", default="sequential", choices=["sequential", "mixture", "distillation", "deliberation"])
-    p.add_argument("--data", default="gsm8k", help="'gsm8k' (derived rows, offline) or a .jsonl/.json file")
-    p.add_argument("--steps", type=int, default=steps)
-    p.add_argument("--batch-size", type=int, default=batch)
-    p.add_argument("--lr", type=float, default=lr)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--max-target-tokens", type=int, default=None,
+    """The options both stages share: the system's (agents.add_system_args), then the training run's."""
+    add_system_args(p)
+    p.add_argument("--data", default="gsm8k", type=text,
+                   help="'gsm8k' (rows derived from GSM8K train, offline), 'secret' (train_outer.py: the "
+                        "latent-channel task) or a .jsonl/.json file of rows (rows.py)")
+    p.add_argument("--steps", type=positive_int, default=steps, help="optimizer steps")
+    p.add_argument("--batch-size", type=positive_int, default=batch, help="rows per step (per rank)")
+    p.add_argument("--lr", type=learning_rate, default=lr, help="peak learning rate (AdamW)")
+    p.add_argument("--warmup", type=count, default=10, help="linear warm-up steps before the cosine decay")
+    p.add_argument("--max-target-tokens", type=positive_int, default=None,
                    help="cut target texts to this many tokens (default: 160 on a CPU, 2048 on a GPU); a cut target "
                         "has no end token, so the model is never taught to stop where the cut falls")
-    p.add_argument("--link-variant", default="2layer_ln_res")
     p.add_argument("--out", default=None, help="run folder for checkpoints (default runs/<stage>)")
-    p.add_argument("--ckpt-every", type=int, default=20)
+    p.add_argument("--ckpt-every", type=positive_int, default=20, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--log-every", type=int, default=5)
-    add_fast_argument(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, float32 on CPU")
-    p.add_argument("--spread", action="store_true", help="with several GPUs: each distinct backbone on its own GPU")
-    p.add_argument("--trust-remote-code", action="store_true")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches and of torch")
+    p.add_argument("--log-every", type=positive_int, default=5, help="a progress line every N steps")
 
 
 def distributed():

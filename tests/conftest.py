@@ -1,9 +1,12 @@
 import importlib.util
+import os
 
 import pytest
 import torch
 
-torch.set_num_threads(2)
+# Two threads on the 2-core machines this suite is sized for; on a machine busy with other work, threads fight over the
+# cores and a tiny-model step can take 20x longer: set TEST_THREADS=1 there. Results do not depend on it.
+torch.set_num_threads(int(os.environ.get("TEST_THREADS", "2")))
 
 
 def smollm_available():

@@ -10,9 +10,11 @@ import torch.nn.functional as F
 import bench
 import train_inner
 import train_outer
-from agents import TOPOLOGIES, System, append_targets, build_inputs, rollout, rollout_recompute, slot, slot_name
+from agents import System, build_inputs, rollout, rollout_recompute
 from links import VARIANTS, RecursiveLink
-from model import UserError, load_backbone, positions
+from model import UserError, load_backbone, positions, slot
+from patterns import TOPOLOGIES, slot_name
+from trainer import append_targets
 
 TINY = ["tiny-llama", "tiny-qwen"]
 ROWS = [{"question": q, "plan": f"Work out {q}", "refined_plan": f"Compute {q} again", "answer": a}
@@ -50,18 +52,24 @@ def _affine(lin, x):
 
 def _link_by_hand(link, x):
     """The variants' equations, written out (links.py's docstring), in float64."""
+    layers, residual, layer_norm = VARIANTS[link.variant]
     skip = x if link.kind == "inner" else (x @ link.W3.weight.T if link.W3 is not None else None)
-    if link.variant == "2layer_ln_res":
+    if layer_norm:  # 2layer_ln_res
         h = F.layer_norm(x, (link.d_in,), link.ln_in.weight, link.ln_in.bias, link.ln_in.eps)
         y = F.layer_norm(skip + _affine(link.W2, F.gelu(_affine(link.W1, h))), (link.d_out,),
                          link.ln_out.weight, link.ln_out.bias, link.ln_out.eps)
-    elif link.variant.startswith("2layer"):
+    elif layers == 2:
         y = _affine(link.W2, F.gelu(_affine(link.W1, x)))
     else:
         y = _affine(link.W1, x)
-    if link.variant in ("1layer_res", "2layer_res"):
+    if residual and not layer_norm:
         y = skip + y
     return link.scale * y
+
+
+def _scale(variant, in_rms, out_rms):
+    """The fixed output scale: out_rms after a LayerNorm (unit RMS already), else out_rms / in_rms."""
+    return out_rms if VARIANTS[variant][2] else out_rms / in_rms
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
@@ -69,7 +77,8 @@ def _link_by_hand(link, x):
 def test_a1_variants_follow_their_equations(variant, kind, d_in, d_out, monkeypatch):
     monkeypatch.setattr(RecursiveLink, "_init_near_identity", lambda self: None)  # every branch non-zero
     torch.manual_seed(0)
-    link = RecursiveLink(d_in, d_out, kind, variant, scale=0.7).double()
+    link = RecursiveLink(d_in, d_out, kind, variant, in_rms=2.0, out_rms=1.4).double()
+    assert link.scale.item() == pytest.approx(_scale(variant, 2.0, 1.4))  # 1.4 or 0.7: never 1, so it is checked
     with torch.no_grad():
         for p in link.parameters():
             p.copy_(0.5 * torch.randn_like(p))
@@ -82,7 +91,7 @@ def test_a1_variants_follow_their_equations(variant, kind, d_in, d_out, monkeypa
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("kind,d_in,d_out", [("inner", 8, 8), ("outer", 8, 8), ("outer", 8, 12)])
 def test_a1_untrained_link_is_identity_times_scale(variant, kind, d_in, d_out):
-    link = RecursiveLink(d_in, d_out, kind, variant, scale=0.5).double()
+    link = RecursiveLink(d_in, d_out, kind, variant, in_rms=4.0, out_rms=2.0).double()  # scale 2 (LN) or 0.5
     x = torch.randn(4, d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         y = link(x)
@@ -95,7 +104,7 @@ def test_a1_untrained_link_is_identity_times_scale(variant, kind, d_in, d_out):
         return  # no identity-like start for these
     skip = x if d_in == d_out else x @ link.W3.weight.T
     want = F.layer_norm(skip, (d_out,)) if variant == "2layer_ln_res" else skip
-    torch.testing.assert_close(y, 0.5 * want, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(y, _scale(variant, 4.0, 2.0) * want, rtol=1e-6, atol=1e-6)
 
 
 def test_a1_parameter_counts():
@@ -187,12 +196,12 @@ def test_a3_debate_runs_in_latent_text_and_single_mode():
     seen = []
     for name, link in system.outer.items():
         link.register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, tuple(out.shape))))
-    rec = system.run(["What is 2+3?", "Name a colour."], "latent", rounds=2, steps=2, max_new_tokens=3)[0]
+    rec = system.run(["What is 2+3?", "Name a colour."], "latent", rounds=2, latent_steps=2, max_new_tokens=3)[0]
     d = {"planner0": 64, "planner1": 96, "solver": 64}
     assert sorted(seen) == sorted([(f"{p}->solver", (2, 2, 64)) for p in ("planner0", "planner1")] * 2 +
                                   [(f"solver->{p}", (2, 2, d[p])) for p in ("planner0", "planner1")])
     assert rec["latent_steps"] == 2 * (2 * 3 - 1) and set(rec["tokens"]) == {"solver"}
-    text = system.run(["What is 2+3?"], "text", rounds=2, steps=0, max_new_tokens=3)[0]
+    text = system.run(["What is 2+3?"], "text", rounds=2, latent_steps=0, max_new_tokens=3)[0]
     assert set(text["tokens"]) == {"planner0", "planner1", "solver"} and len(text["written"]) == 6
     single = system.run(["What is 2+3?"], "single", max_new_tokens=3)[0]
     assert set(single["tokens"]) == {"solver"} and single["latent_steps"] == 0
@@ -280,7 +289,8 @@ def test_a5_answer_ce_is_the_models_own_cross_entropy():
             got = train_outer.answer_ce(bb, embeds, mask, answers, max_tokens)
             losses = []
             for p, a in zip(prompts, answers):
-                target = bb.encode(a)[:max_tokens] + [bb.tokenizer.eos_token_id]
+                ids = bb.encode(a)  # a cut answer gets no end token: the model must not learn to stop mid-text
+                target = ids[:max_tokens] if len(ids) > max_tokens else ids + [bb.tokenizer.eos_token_id]
                 ids = torch.tensor([bb.encode(p) + target])
                 logits = bb.model(input_ids=ids).logits[0, -len(target) - 1:-1]
                 losses.append(F.cross_entropy(logits, torch.tensor(target), reduction="none"))

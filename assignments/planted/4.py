@@ -4,13 +4,13 @@
 def inner_loss(system, rows, max_tokens):
     total = 0.0
     for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
-        field = role_target(role)
         prompts = [system.prompt(i, r["question"], round_=0) for r in rows]
         empty = {slot_name(system.roles[s], fb): torch.zeros(len(rows), 0, bb.hidden_size, device=bb.device)
                  for s, fb in system.incoming(i, 0)}
         embeds, mask = build_inputs(bb, prompts, empty)
         T = embeds.shape[1]
-        full, full_mask, ids, tmask = append_targets(bb, embeds, mask, [r[field] for r in rows], max_tokens)
+        texts = [target_text(r, role_targets(role)) for r in rows]
+        full, full_mask, ids, tmask = trainer.append_targets(bb, embeds, mask, texts, max_tokens)
         with torch.no_grad():
             hidden, _ = bb.forward(full, full_mask)
             target = bb.embed(ids)
