@@ -136,8 +136,8 @@ def read_rows(path):
 
 def write_json(path, obj):
     tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1, default=str)
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, default=str, ensure_ascii=False)
     os.replace(tmp, path)
 
 
@@ -152,8 +152,7 @@ def make_row(it, recs, scored, method):
                gold=it["gold"] if it["kind"] not in ("code", "lcb") else None, correct=any(s[1] for s in scored),
                rule=extra.get("rule", "tests"), tokens=tokens, latent_steps=recs[0]["latent_steps"],
                seconds=sum(r["seconds"] for r in recs), **{k: v for k, v in extra.items() if k != "rule"})
-    if recs[0].get("tool_calls"):
-        row["tool_calls"] = recs[0]["tool_calls"]
+    row.update({"tool_calls": recs[0]["tool_calls"]} if recs[0].get("tool_calls") else {})
     if len(recs) > 1:
         row["samples"] = [dict(text=r["text"], prediction=s[0], correct=s[1], rule=s[2].get("rule", "tests"))
                           for r, s in zip(recs, scored)]
@@ -179,7 +178,7 @@ def evaluate(system, items, st, stem, a, judge=None):
     right = sum(r["correct"] for r in old if key(r["seed"], r["id"]) in wanted)
     bar = tqdm(total=total, initial=len(wanted & done), desc=f"{st['benchmark']} {method}", unit="q",
                dynamic_ncols=True)
-    with open(path, "a" if a.resume else "w") as f:
+    with open(path, "a" if a.resume else "w", encoding="utf-8") as f:
         for seed in st["seeds"]:
             todo = [(pos, it) for pos, it in enumerate(items) if key(seed, it["id"]) not in done]
             for start in range(0, len(todo), a.batch_size):
@@ -195,7 +194,7 @@ def evaluate(system, items, st, stem, a, judge=None):
                     if judge is not None and it["kind"] == "qa":
                         scored = [(p, *judged(judge, it, p, ok, ex)) for p, ok, ex in scored]
                     row = dict(seed=seed, **make_row(it, recs, scored, method))
-                    f.write(json.dumps(row, default=str) + "\n")
+                    f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
                     f.flush()
                     os.fsync(f.fileno())  # on disk before the next question starts
                     right += row["correct"]

@@ -40,6 +40,7 @@ def test_a_row_holds_question_texts_prediction_gold_and_rule(tmp_path, monkeypat
     assert evaluate.main(TINY + ["--limit", "2", "--out", str(tmp_path)]) == 0
     (f,) = tmp_path.glob("*.jsonl")
     first, second = rows_of(f)
+    assert "Janet’s ducks" in f.read_text(encoding="utf-8")  # readable as it stands: no \u escapes
     assert first["question"].startswith("Janet’s ducks lay 16 eggs")
     assert first["texts"] == ["plan: add", "so \\boxed{18}"]
     assert (first["prediction"], first["gold"], first["correct"]) == ("18", "18", True)
