@@ -1,132 +1,55 @@
 """
-Benchmarks with strict scoring (scoring.py) and sandboxed code execution (sandbox.py), for the three methods on the
-same loop: single agent, Recursive-TextMAS (text) and RecursiveMAS (latent).
+Evaluate the methods on one benchmark with strict scoring (benchmarks.py, scoring.py; code runs in sandbox.py):
+single agent, single agent with a LoRA adapter or full fine-tuned weights (train_single.py), Recursive-TextMAS (text)
+and RecursiveMAS (latent), all on the same loop.
 
     python evaluate.py --agents smollm --method single --benchmark gsm8k --limit 20
     python evaluate.py --agents smollm,smollm --method latent --benchmark gsm8k --limit 20 --links runs/outer/links
+    python evaluate.py --compare single,text,latent --agents smollm,smollm --benchmark gsm8k --limit 5
 
-Writes OUT/<benchmark>-<method>.jsonl (one row per question) and OUT/<benchmark>-<method>.summary.json, and prints a
-summary table. m and r are whatever you pass: never pick them by looking at these numbers (use a dev split).
+Each question's row (question, every text the agents wrote, prediction, gold, verdict, the rule that decided, tokens,
+seconds) is appended to OUT/<name>.jsonl and flushed to disk as soon as it is scored; <name> names the benchmark, the
+method, the agents and the links / adapter / weights, so runs never overwrite each other. OUT/<name>.settings.json
+holds the settings (--resume checks them), OUT/<name>.summary.json the summary. m and r are whatever you pass: never
+pick them by looking at these numbers (use a dev split).
 """
 import argparse
-import ast
-import gzip
+import hashlib
 import json
 import math
 import os
-import random
+import re
+import statistics
 import sys
-import time
 
 import torch
+from tqdm import tqdm
 
-import scoring
-from agents import PRESETS, TOPOLOGIES, system_from_args
+from agents import PRESETS, TOPOLOGIES, expand_agents, system_from_args
+from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
 from fast import add_argument as add_fast_argument
 from links import VARIANTS
-from model import UserError
-from sandbox import run_python
+from model import UserError, load_backbone, pick_device, pick_dtype
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-D = os.path.join(HERE, "data")
-GPQA_DEFAULT = os.path.join(HERE, "..", "shared", "data", "gpqa_diamond", "test.jsonl")
+METHODS = ["single", "lora", "full", "text", "latent"]
+MODE = {"single": "single", "lora": "single", "full": "single", "text": "text", "latent": "latent"}  # System.run's
 
-MATH = "Solve the problem. Put the final answer in \\boxed{}."
-CHOICE = "Answer with the letter of the correct option, written as: The answer is (X)."
-CODE = "Write the complete Python code in one ```python block."
-QA = "Answer with a short phrase. Put the final answer in \\boxed{}."
-
-
-# ---- benchmarks: each loader returns items {id, question, gold, kind, [tests]} ---------------------------------
-
-def _jsonl(path):
-    opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [json.loads(l) for l in f if l.strip()]
+# --protocol paper: the paper's evaluation. Sampling at temperature 0.6, top-p 0.95 (code: 0.2), 5 seeds (mean and
+# standard deviation), AIME pass@10, and this budget of new tokens per benchmark:
+PAPER_TOKENS = {"gsm8k": 2048, "math500": 4096, "aime24": 16384, "aime25": 16384, "aime26": 16384, "amc23": 8192,
+                "medqa": 2048, "arc_challenge": 2048, "gpqa_diamond": 8192, "humaneval": 4096,
+                "humanevalplus": 4096, "mbpp": 4096, "mbppplus": 4096, "livecodebench": 8192, "hotpotqa": 2048,
+                "bamboogle": 2048}
+# --protocol quick (the default): greedy, 256 new tokens, one seed, one sample (a CPU-sized look, not the paper's).
+KEPT = ("limit", "batch_size")  # settings a --resume may change
 
 
-def _options(opts):
-    return "\n".join(f"{k}. {v}" for k, v in opts)
-
-
-def load_benchmark(name, gpqa_path=None):
-    if name == "gsm8k":
-        return [dict(id=i, question=r["question"], gold=r["answer"].rsplit("####", 1)[1].strip().replace(",", ""),
-                     kind="math") for i, r in enumerate(_jsonl(f"{D}/gsm8k/test.jsonl"))]
-    if name in ("math500", "aime24", "aime25", "amc23"):
-        return [dict(id=r.get("unique_id", r.get("id", i)), question=r["problem"], gold=str(r["answer"]), kind="math")
-                for i, r in enumerate(_jsonl(f"{D}/{name}/test.jsonl"))]
-    if name == "medqa":
-        rows = _jsonl(f"{D}/medqa/test.jsonl")
-        out = []
-        for i, r in enumerate(rows):
-            opts = r["options"] if isinstance(r["options"], dict) else ast.literal_eval(r["options"])
-            out.append(dict(id=r.get("realidx", i), question=f"{r['question']}\n\n{_options(sorted(opts.items()))}",
-                            gold=r["answer_idx"], kind="choice", letters="".join(sorted(opts))))
-        return out
-    if name == "arc_challenge":
-        out = []
-        for r in _jsonl(f"{D}/arc_challenge/ARC-Challenge-Test.jsonl"):
-            ch = r["choices"] if isinstance(r["choices"], dict) else ast.literal_eval(r["choices"])
-            labels = ch["label"]
-            if labels[0].isdigit():  # a few rows use 1-4: map to letters
-                gold = "ABCDE"[labels.index(r["answerKey"])]
-                labels = list("ABCDE"[:len(labels)])
-            else:
-                gold = r["answerKey"]
-            out.append(dict(id=r["id"], question=f"{r['question']}\n\n{_options(zip(labels, ch['text']))}",
-                            gold=gold, kind="choice", letters="".join(labels)))
-        return out
-    if name == "gpqa_diamond":  # never shipped: read from the user's path
-        path = gpqa_path or os.environ.get("GPQA_PATH") or GPQA_DEFAULT
-        if not os.path.exists(path):
-            raise UserError(f"GPQA-Diamond is not shipped with this repository; pass --gpqa-path to your test.jsonl")
-        return [dict(id=i, question=r["question"], gold=r["answer"].strip(), kind="choice", letters="ABCD")
-                for i, r in enumerate(_jsonl(path))]
-    if name == "humaneval":
-        return [dict(id=r["task_id"], question=f"Complete this Python function.\n\n```python\n{r['prompt']}```",
-                     gold=r["canonical_solution"], kind="code", prompt=r["prompt"], entry_point=r["entry_point"],
-                     tests=f"{r['test']}\ncheck({r['entry_point']})\n")
-                for r in _jsonl(f"{D}/humaneval/HumanEval.jsonl.gz")]
-    if name == "mbpp":  # the standard test split: task ids 11-510
-        out = []
-        for r in _jsonl(f"{D}/mbpp/mbpp.jsonl"):
-            if not 11 <= int(r["task_id"]) <= 510:
-                continue
-            tests = r["test_list"] if isinstance(r["test_list"], list) else ast.literal_eval(r["test_list"])
-            out.append(dict(id=r["task_id"], question=f"{r['text']}\nYour code should pass this test:\n{tests[0]}",
-                            gold=r["code"], kind="code", prompt="",
-                            tests=(r.get("test_setup_code") or "") + "\n" + "\n".join(tests) + "\n"))
-        return out
-    if name == "hotpotqa":
-        with open(f"{D}/hotpotqa/hotpot_dev_v1_simplified.json") as f:
-            return [dict(id=i, question=r["question"], gold=r["answer"], kind="qa") for i, r in enumerate(json.load(f))]
-    raise UserError(f"unknown benchmark '{name}'; use one of {', '.join(BENCHMARKS)}")
-
-
-BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "amc23", "medqa", "arc_challenge", "gpqa_diamond", "humaneval",
-              "mbpp", "hotpotqa"]
-INSTRUCTION = {"math": MATH, "choice": CHOICE, "code": CODE, "qa": QA}
-
-
-def score(item, text, timeout=10.0):
-    """-> (prediction, correct: bool, extra: dict)."""
-    kind = item["kind"]
-    if kind == "math":
-        pred, ok = scoring.score_math(text, item["gold"])
-        return pred, ok, {}
-    if kind == "choice":
-        pred, ok = scoring.score_choice(text, item["gold"], item.get("letters", "ABCD"))
-        return pred, ok, {}
-    if kind == "qa":
-        pred = scoring.extract_qa(text)
-        em, f1 = scoring.qa_scores(pred, item["gold"])
-        return pred, em == 1.0, {"f1": f1}
-    code = scoring.extract_code(text)
-    if item.get("entry_point") and f"def {item['entry_point']}" not in code:
-        code = item["prompt"] + code  # a bare function body continues the prompt
-    res = run_python(code + "\n\n" + item["tests"], timeout=timeout)
-    return code[-400:], res.ok, {"timed_out": res.timed_out, "error": res.stderr.strip().splitlines()[-1:]}
+def protocol_settings(protocol, benchmark, kind):
+    """max_new_tokens, temperature, top_p, samples, seeds of a protocol (explicit flags override them)."""
+    if protocol == "paper":
+        return dict(max_new_tokens=PAPER_TOKENS[benchmark], temperature=0.2 if kind in ("code", "lcb") else 0.6,
+                    top_p=0.95, samples=10 if benchmark.startswith("aime") else 1, seeds=5)
+    return dict(max_new_tokens=256, temperature=None, top_p=1.0, samples=1, seeds=1)
 
 
 def wilson(k, n, z=1.96):
@@ -138,97 +61,341 @@ def wilson(k, n, z=1.96):
     return max(0.0, mid - half), min(1.0, mid + half)
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Evaluate single / text / latent on a benchmark with strict scoring.")
-    p.add_argument("--agents", default="smollm", help=f"comma-separated models, or a preset: {', '.join(PRESETS)}")
-    p.add_argument("--method", default="single", choices=["single", "text", "latent"])
-    p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS)
-    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
-    p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the deliberation <search> tool")
-    p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--latent-steps", type=int, default=8)
-    p.add_argument("--links", default=None, help="link checkpoint (default: untrained links)")
-    p.add_argument("--link-variant", default="2layer_ln_res", choices=VARIANTS)
-    p.add_argument("--limit", type=int, default=None, help="first N questions")
-    p.add_argument("--samples", type=int, default=1, help="k samples per question: pass@k (temperature 0.7 if k>1)")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=256)
-    p.add_argument("--timeout", dest="tool_timeout", type=float, default=10.0,
-                   help="seconds per code sample (and per <python> tool call) in the sandbox")
-    p.add_argument("--gpqa-path", default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/eval")
-    add_fast_argument(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--trust-remote-code", action="store_true")
-    a = p.parse_args(argv)
-    try:
-        items = load_benchmark(a.benchmark, a.gpqa_path)[:a.limit]
-        temperature = a.temperature if a.temperature is not None else (0.7 if a.samples > 1 else 0.0)
-        torch.manual_seed(a.seed)
-        random.seed(a.seed)
-        system = system_from_args(a)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    os.makedirs(a.out, exist_ok=True)
-    stem = os.path.join(a.out, f"{a.benchmark}-{a.method}")
-    rows, t0 = [], time.time()
-    with open(stem + ".jsonl", "w") as f:
-        for start in range(0, len(items), a.batch_size):
-            batch = items[start:start + a.batch_size]
-            questions = [f"{it['question']}\n\n{INSTRUCTION[it['kind']]}" for it in batch]
-            samples = [system.run(questions, a.method, a.rounds, a.latent_steps, a.max_new_tokens, temperature)
-                       for _ in range(a.samples)]
-            for j, it in enumerate(batch):
-                recs = [s[j] for s in samples]
-                scored = [score(it, r["text"], a.tool_timeout) for r in recs]
-                tokens = {}
-                for r in recs:
-                    for k, v in r["tokens"].items():
-                        tokens[k] = tokens.get(k, 0) + v / len(recs)
-                row = dict(id=it["id"], prediction=scored[0][0], gold=it["gold"] if it["kind"] != "code" else None,
-                           correct=any(s[1] for s in scored), samples_correct=[s[1] for s in scored],
-                           tokens=tokens, latent_steps=recs[0]["latent_steps"],
-                           seconds=sum(r["seconds"] for r in recs) / len(batch), **scored[0][2])
-                rows.append(row)
-                f.write(json.dumps(row, default=str) + "\n")
-            done = len(rows)
-            acc = sum(r["correct"] for r in rows) / done
-            print(f"[{done}/{len(items)}] accuracy so far {acc:.3f}  ({time.time() - t0:.0f} s)", flush=True)
-    summary = summarize(rows, a, temperature)
-    with open(stem + ".summary.json", "w") as f:
-        json.dump(summary, f, indent=1)
-    print_table([summary])
-    print(f"rows: {stem}.jsonl   summary: {stem}.summary.json")
-    return 0
+def tag(path):
+    """'runs/outer/links' -> 'links-1a2b3c4d': the name plus a hash of its files' paths, sizes and mtimes (a
+    retrained checkpoint at the same path gets a new tag). None when nothing is there."""
+    files = [path + e for e in (".safetensors", ".json") if os.path.isfile(path + e)]
+    if os.path.isdir(path):
+        files += sorted(os.path.join(d, f) for d, _, fs in os.walk(path) for f in fs)
+    elif os.path.isfile(path):
+        files.append(path)
+    if not files:
+        return None
+    h = hashlib.sha1()
+    for f in files:
+        st = os.stat(f)
+        h.update(f"{os.path.abspath(f)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return f"{os.path.basename(os.path.normpath(path))}-{h.hexdigest()[:8]}"
 
 
-def summarize(rows, a, temperature):
+def safe(name):
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "_", name)[:200]
+
+
+def run_settings(a, method, kind, tags):
+    """Everything that decides a run's rows (what --resume compares), and its file stem."""
+    names, pattern = expand_agents(a.agents, a.pattern)
+    used = names if MODE[method] != "single" else names[-1:]
+    proto = protocol_settings(a.protocol, a.benchmark, kind)
+    pick = lambda k: getattr(a, k) if getattr(a, k) is not None else proto[k]
+    samples = pick("samples")
+    temperature = pick("temperature")
+    temperature = temperature if temperature is not None else (0.7 if samples > 1 else 0.0)
+    st = dict(benchmark=a.benchmark, method=method, agents=used, pattern=pattern, protocol=a.protocol,
+              max_new_tokens=pick("max_new_tokens"), temperature=temperature, top_p=pick("top_p"), samples=samples,
+              seeds=[a.seed + i for i in range(pick("seeds"))], judge=a.judge, timeout=a.tool_timeout)
+    name = f"{a.benchmark}-{method}-" + "+".join(os.path.basename(n).removesuffix(".gguf") for n in used)
+    if method in ("text", "latent"):
+        st.update(rounds=a.rounds)
+        name += f"-r{a.rounds}"
+    if method == "latent":
+        st.update(latent_steps=a.latent_steps, link_variant=a.link_variant, links=tags.get("links") or "untrained")
+        name += f"m{a.latent_steps}-links={st['links']}"
+    if method in ("lora", "full"):
+        st[{"lora": "adapter", "full": "weights"}[method]] = tags[method]
+        name += f"-{'adapter' if method == 'lora' else 'weights'}={tags[method]}"
+    if a.protocol != "quick":
+        name += f"-{a.protocol}"
+    if a.judge:
+        name += f"-judge={os.path.basename(a.judge)}"
+    return st, os.path.join(a.out, safe(name))
+
+
+def read_rows(path):
+    """The rows already in a run file. A last line cut short by a kill is dropped (and cut from the file)."""
+    rows, good = [], 0
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            good += len(line) + 1
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if any(l.strip() for l in lines[i + 1:]):
+                raise UserError(f"{path}: line {i + 1} is not JSON; pass --overwrite to start again") from None
+            break
+        good += len(line) + 1
+    if good < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return rows
+
+
+def write_json(path, obj):
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1, default=str, ensure_ascii=False)
+    os.replace(tmp, path)
+
+
+def make_row(it, recs, scored, method):
+    """One readable row: the question, what the agents wrote, the verdict and the rule that decided it."""
+    tokens = {}
+    for r in recs:
+        for k, v in r["tokens"].items():
+            tokens[k] = tokens.get(k, 0) + v / len(recs)
+    pred, _, extra = scored[0]
+    row = dict(id=it["id"], method=method, question=it["question"], texts=recs[0]["written"], prediction=pred,
+               gold=it["gold"] if it["kind"] not in ("code", "lcb") else None, correct=any(s[1] for s in scored),
+               rule=extra.get("rule", "tests"), tokens=tokens, latent_steps=recs[0]["latent_steps"],
+               seconds=sum(r["seconds"] for r in recs), **{k: v for k, v in extra.items() if k != "rule"})
+    row.update({"tool_calls": recs[0]["tool_calls"]} if recs[0].get("tool_calls") else {})
+    if len(recs) > 1:
+        row["samples"] = [dict(text=r["text"], prediction=s[0], correct=s[1], rule=s[2].get("rule", "tests"))
+                          for r, s in zip(recs, scored)]
+    return row
+
+
+def judged(judge, it, pred, ok, extra):
+    """The LLM judge's verdict replaces exact match (which stays in the row)."""
+    yes, text = judge_answer(judge, it["question"], it["gold"], pred or "")
+    return yes, dict(extra, exact_match=ok, judge=text, rule="llm judge")
+
+
+def evaluate(system, items, st, stem, a, judge=None):
+    """Run (or continue) one method on the items for every seed; each row is on disk as soon as it is scored.
+    Returns the rows of these items and seeds (those from before a --resume included)."""
+    path, method, k = stem + ".jsonl", st["method"], st["samples"]
+    old = read_rows(path) if a.resume and os.path.exists(path) else []
+    key = lambda seed, id_: (seed, json.dumps(id_))
+    done = {key(r["seed"], r["id"]) for r in old}
+    write_json(stem + ".settings.json", st)
+    total = len(items) * len(st["seeds"])
+    wanted = {key(s, it["id"]) for s in st["seeds"] for it in items}
+    right = sum(r["correct"] for r in old if key(r["seed"], r["id"]) in wanted)
+    bar = tqdm(total=total, initial=len(wanted & done), desc=f"{st['benchmark']} {method}", unit="q",
+               dynamic_ncols=True)
+    with open(path, "a" if a.resume else "w", encoding="utf-8") as f:
+        for seed in st["seeds"]:
+            todo = [(pos, it) for pos, it in enumerate(items) if key(seed, it["id"]) not in done]
+            for start in range(0, len(todo), a.batch_size):
+                chunk = todo[start:start + a.batch_size]
+                torch.manual_seed(seed * 1_000_003 + chunk[0][0])  # a function of (seed, first question): resumable
+                batch = [it for _, it in chunk]
+                questions = [f"{it['question']}\n\n{INSTRUCTION[it['kind']]}".strip() for it in batch]
+                samples = [system.run(questions, MODE[method], a.rounds, a.latent_steps, st["max_new_tokens"],
+                                      st["temperature"], st["top_p"]) for _ in range(k)]
+                for j, it in enumerate(batch):
+                    recs = [dict(s[j], seconds=s[j]["seconds"] / len(batch)) for s in samples]  # batch time, shared
+                    scored = [score(it, r["text"], a.tool_timeout) for r in recs]
+                    if judge is not None and it["kind"] == "qa":
+                        scored = [(p, *judged(judge, it, p, ok, ex)) for p, ok, ex in scored]
+                    row = dict(seed=seed, **make_row(it, recs, scored, method))
+                    f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
+                    f.flush()
+                    os.fsync(f.fileno())  # on disk before the next question starts
+                    right += row["correct"]
+                    bar.update(1)
+                    bar.set_postfix(acc=f"{right / bar.n:.3f}")
+    bar.close()
+    return [r for r in read_rows(path) if key(r["seed"], r["id"]) in wanted]
+
+
+def summarize(rows, st, extra):
+    """Accuracy (mean over seeds, with their standard deviation), a Wilson 95% CI over all rows, cost per question."""
     n, k = len(rows), sum(r["correct"] for r in rows)
+    per_seed = [statistics.mean(r["correct"] for r in rows if r["seed"] == s) for s in st["seeds"]
+                if any(r["seed"] == s for r in rows)]
     lo, hi = wilson(k, n)
-    s = dict(benchmark=a.benchmark, method=a.method, agents=a.agents, n=n, correct=k, accuracy=k / max(n, 1),
-             ci95=[lo, hi], metric=f"pass@{a.samples}" if a.samples > 1 else "accuracy",
+    s = dict(benchmark=st["benchmark"], method=st["method"], agents=",".join(st["agents"]),
+             n=len({json.dumps(r["id"]) for r in rows}), rows=n, correct=k,
+             accuracy=statistics.mean(per_seed) if per_seed else 0.0,
+             std=statistics.stdev(per_seed) if len(per_seed) > 1 else 0.0, per_seed=per_seed, ci95=[lo, hi],
+             metric=f"pass@{st['samples']}" if st["samples"] > 1 else "accuracy",
              mean_tokens=sum(sum(r["tokens"].values()) for r in rows) / max(n, 1),
              mean_latent_steps=sum(r["latent_steps"] for r in rows) / max(n, 1),
-             mean_seconds=sum(r["seconds"] for r in rows) / max(n, 1),
-             settings=dict(pattern=a.pattern, rounds=a.rounds, latent_steps=a.latent_steps, links=a.links,
-                           link_variant=a.link_variant, samples=a.samples, temperature=temperature,
-                           max_new_tokens=a.max_new_tokens, limit=a.limit, seed=a.seed, batch_size=a.batch_size))
+             mean_seconds=sum(r["seconds"] for r in rows) / max(n, 1), settings=dict(st, **extra))
     if rows and "f1" in rows[0]:
         s["f1"] = sum(r["f1"] for r in rows) / n
     return s
 
 
 def print_table(summaries):
-    print(f"\n{'benchmark':14} {'method':7} {'agents':16} {'n':>4} {'acc':>6} {'95% CI':>13} {'tokens':>7} "
-          f"{'latent':>6} {'s/q':>6}")
+    print(f"\n{'benchmark':14} {'method':7} {'agents':16} {'n':>4} {'acc':>6} {'± sd':>6} {'95% CI':>13} "
+          f"{'tokens':>7} {'latent':>6} {'s/q':>7}")
     for s in summaries:
         print(f"{s['benchmark']:14} {s['method']:7} {s['agents'][:16]:16} {s['n']:4d} {s['accuracy']:6.3f} "
-              f"[{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] {s['mean_tokens']:7.1f} {s['mean_latent_steps']:6.0f} "
-              f"{s['mean_seconds']:6.2f}")
+              f"{s['std']:6.3f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] {s['mean_tokens']:7.1f} "
+              f"{s['mean_latent_steps']:6.0f} {s['mean_seconds']:7.2f}")
+    if len({s["metric"] for s in summaries}) == 1 and summaries[0]["metric"] != "accuracy":
+        print(f"(acc is {summaries[0]['metric']})")
+
+
+def plot(summaries, path):
+    """Accuracy with its 95% CI and tokens per question, one bar per method (needs matplotlib)."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("--plot: matplotlib is not installed (pip install matplotlib); no PNG written")
+        return
+    names = [s["method"] for s in summaries]
+    acc = [s["accuracy"] for s in summaries]
+    err = [[a - s["ci95"][0] for a, s in zip(acc, summaries)], [s["ci95"][1] - a for a, s in zip(acc, summaries)]]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.5))
+    ax1.bar(names, acc, yerr=err, capsize=4)
+    ax1.set_ylabel(f"{summaries[0]['metric']} (95% CI)")
+    ax2.bar(names, [s["mean_tokens"] for s in summaries])
+    ax2.set_ylabel("generated tokens per question")
+    fig.suptitle(f"{summaries[0]['benchmark']}, n={summaries[0]['n']}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(f"plot: {path}")
+
+
+def build_system(a, method):
+    """The System a method runs on; lora / full: the final agent's backbone replaced by the trained one."""
+    system = system_from_args(argparse.Namespace(**dict(vars(a), links=a.links if method == "latent" else None)))
+    if method in ("lora", "full"):
+        import train_single  # only these two methods need it
+        path = a.adapter if method == "lora" else a.weights
+        system.backbones[-1] = train_single.trained_backbone(system.backbones[-1], method, path)
+    return system
+
+
+# ---- the command line ---------------------------------------------------------------------------------------
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):
+        """Bad input: one line on stderr, exit code 2 (argparse would add its usage)."""
+        print(f"error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
+def positive(s):
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{s}' is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
+    return v
+
+
+def methods(s):
+    names = [m.strip() for m in s.split(",") if m.strip()]
+    bad = [m for m in names if m not in METHODS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown method '{','.join(bad)}'; use a comma-separated list of "
+                                         f"{', '.join(METHODS)}")
+    return list(dict.fromkeys(names))
+
+
+def parse(argv):
+    """Parse and check everything that can be checked without a model; returns (args, items, [(settings, stem)])."""
+    p = Parser(description="Evaluate single / lora / full / text / latent on a benchmark with strict scoring.")
+    p.add_argument("--agents", default="smollm", help=f"comma-separated models, or a preset: {', '.join(PRESETS)}")
+    p.add_argument("--method", default="single", choices=METHODS)
+    p.add_argument("--compare", type=methods, default=None, help="e.g. single,text,latent: one table, same questions")
+    p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS)
+    p.add_argument("--protocol", default="quick", choices=["quick", "paper"],
+                   help="quick: greedy, 256 tokens, 1 seed; paper: the paper's sampling, budgets, 5 seeds, AIME pass@10")
+    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
+    p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the deliberation <search> tool")
+    p.add_argument("--rounds", type=positive, default=2)
+    p.add_argument("--latent-steps", type=int, default=8)
+    p.add_argument("--links", default=None, help="link checkpoint for latent (default: untrained links)")
+    p.add_argument("--link-variant", default="2layer_ln_res", choices=VARIANTS)
+    p.add_argument("--adapter", default=None, help="LoRA adapter folder (train_single.py) for method lora")
+    p.add_argument("--weights", default=None, help="full fine-tuned weights folder (train_single.py) for method full")
+    p.add_argument("--limit", type=positive, default=None, help="first N questions")
+    p.add_argument("--samples", type=positive, default=None, help="k samples per question: pass@k")
+    p.add_argument("--seeds", type=positive, default=None, help="number of seeds (--seed, --seed+1, ...)")
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--max-new-tokens", type=positive, default=None)
+    p.add_argument("--batch-size", type=positive, default=4)
+    p.add_argument("--timeout", dest="tool_timeout", type=float, default=10.0,
+                   help="seconds per code sample (and per <python> tool call) in the sandbox")
+    p.add_argument("--gpqa-path", default=None, help="GPQA-Diamond test.jsonl (or set GPQA_PATH)")
+    p.add_argument("--bamboogle-path", default=None, help="Bamboogle JSONL of {question, answer} (or BAMBOOGLE_PATH)")
+    p.add_argument("--lcb-path", default=None, help="LiveCodeBench JSONL in its published format (or LCB_PATH)")
+    p.add_argument("--judge", default=None, help="a model that judges QA answers yes/no (default: exact match)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--resume", action="store_true", help="continue the run file, skipping questions already in it")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
+    p.add_argument("--plot", action="store_true", help="--compare: also write OUT/<benchmark>-compare.png")
+    add_fast_argument(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    p.add_argument("--trust-remote-code", action="store_true")
+    a = p.parse_args(argv)
+    if a.latent_steps < 0:
+        p.error("--latent-steps must be 0 or more")
+    if a.resume and a.overwrite:
+        p.error("--resume and --overwrite exclude each other: pick one")
+    try:
+        items = load_benchmark(a.benchmark, a.gpqa_path, a.bamboogle_path, a.lcb_path)[:a.limit]
+        expand_agents(a.agents, a.pattern)
+    except UserError as e:
+        p.error(str(e))
+    if a.judge and items[0]["kind"] != "qa":
+        p.error(f"--judge grades short answers (hotpotqa, bamboogle), not {a.benchmark}")
+    tags = {}
+    for name, flag, path in [("links", "--links", a.links), ("lora", "--adapter", a.adapter),
+                             ("full", "--weights", a.weights)]:
+        if path:
+            tags[name] = tag(path) or p.error(f"{flag} {path}: nothing there")
+    runs = []
+    for method in a.compare or [a.method]:
+        if method in ("lora", "full") and method not in tags:
+            p.error(f"method {method} needs {'--adapter' if method == 'lora' else '--weights'} DIR (from train_single.py)")
+        st, stem = run_settings(a, method, items[0]["kind"], tags)
+        f = stem + ".jsonl"
+        if os.path.exists(f) and os.path.getsize(f) and not (a.resume or a.overwrite):
+            p.error(f"{f} exists; pass --resume to continue it or --overwrite to replace it")
+        if a.resume and os.path.exists(f) and os.path.getsize(f):
+            try:
+                with open(stem + ".settings.json") as fh:
+                    old = json.load(fh)
+            except (OSError, json.JSONDecodeError):
+                p.error(f"--resume: {stem}.settings.json is missing or unreadable; pass --overwrite to start again")
+            diff = [f"{k}: {old.get(k)!r} then, {st.get(k)!r} now" for k in sorted(set(old) | set(st))
+                    if old.get(k) != st.get(k)]
+            if diff:
+                p.error(f"--resume: {f} was run with other settings ({'; '.join(diff)}); pass --overwrite or --out")
+        runs.append((st, stem))
+    return a, items, runs
+
+
+def main(argv=None):
+    a, items, runs = parse(argv)
+    os.makedirs(a.out, exist_ok=True)
+    summaries = []
+    try:
+        device = pick_device(a.device)
+        judge = load_backbone(a.judge, device, pick_dtype(a.dtype, device)) if a.judge else None
+        for st, stem in runs:
+            system = build_system(a, st["method"])
+            rows = evaluate(system, items, st, stem, a, judge)
+            extra = dict(limit=a.limit, batch_size=a.batch_size, device=str(device), fast=a.fast, rows=stem + ".jsonl")
+            summary = summarize(rows, st, extra)
+            write_json(stem + ".summary.json", summary)
+            summaries.append(summary)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print_table(summaries)
+    for st, stem in runs:
+        print(f"rows: {stem}.jsonl   summary: {stem}.summary.json")
+    if a.plot:
+        plot(summaries, os.path.join(a.out, f"{a.benchmark}-compare.png"))
+    return 0
 
 
 if __name__ == "__main__":

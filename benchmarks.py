@@ -1,0 +1,275 @@
+"""
+The benchmarks: loaders, the instruction each kind of question gets, and the per-item score().
+
+Each loader returns items {id, question, gold, kind, ...}; kind is math | choice | qa | code | lcb.
+Files not shipped with the repository are read from a path the user gives:
+  gpqa_diamond   --gpqa-path or GPQA_PATH            (its authors ask that it never appears online in plain text)
+  bamboogle      --bamboogle-path or BAMBOOGLE_PATH  (no licence stated)
+  livecodebench  --lcb-path or LCB_PATH              (LiveCodeBench's published JSONL; JSON test cases only)
+"""
+import ast
+import base64
+import binascii
+import gzip
+import json
+import os
+import zlib
+
+import scoring
+from model import UserError
+from sandbox import run_python
+
+if not hasattr(scoring, "judge_math"):  # shim until scoring.judge_* lands
+    def _judge_math(text, gold):
+        pred, ok = scoring.score_math(text, gold)
+        return pred, ok, "boxed" if scoring.last_boxed(text) is not None else "answer line" if pred else "no answer"
+
+    def _judge_choice(text, gold, letters="ABCD"):
+        pred, ok = scoring.score_choice(text, gold, letters)
+        return pred, ok, "stated letter" if pred else "no answer"
+
+    scoring.judge_math, scoring.judge_choice = _judge_math, _judge_choice
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+D = os.path.join(HERE, "data")
+USER_PATHS = {"gpqa_diamond": ("--gpqa-path", "GPQA_PATH"), "bamboogle": ("--bamboogle-path", "BAMBOOGLE_PATH"),
+              "livecodebench": ("--lcb-path", "LCB_PATH")}
+
+MATH = "Solve the problem. Put the final answer in \\boxed{}."
+CHOICE = "Answer with the letter of the correct option, written as: The answer is (X)."
+CODE = "Write the complete Python code in one ```python block."
+QA = "Answer with a short phrase. Put the final answer in \\boxed{}."
+LCB_STDIN = "Read the input from standard input, solve the problem and write the answer to standard output. " + CODE
+LCB_CALL = "Complete the starter code (keep its class and method names). " + CODE
+INSTRUCTION = {"math": MATH, "choice": CHOICE, "code": CODE, "qa": QA, "lcb": ""}  # lcb: inside the question
+
+BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "aime26", "amc23", "medqa", "arc_challenge", "gpqa_diamond",
+              "humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench", "hotpotqa", "bamboogle"]
+
+
+def _jsonl(path):
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rt") as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+
+def _options(opts):
+    return "\n".join(f"{k}. {v}" for k, v in opts)
+
+
+def user_path(name, given=None):
+    """The file of a benchmark that is not shipped: the flag's value, else the environment variable; a UserError
+    naming both when neither points at a file."""
+    flag, env = USER_PATHS[name]
+    path = given or os.environ.get(env)
+    if not path or not os.path.isfile(path):
+        where = f"'{path}' is not a file" if path else "no file given"
+        raise UserError(f"{name} is not shipped with this repository ({where}); pass {flag} FILE or set {env}=FILE")
+    return path
+
+
+# ---- LiveCodeBench: JSON test cases only --------------------------------------------------------------------
+
+def lcb_tests(field, qid):
+    """public_test_cases / private_test_cases -> [{input, output, testtype}]. Accepts a list, a JSON string, or
+    base64 + zlib of a JSON string; refuses the pickled form (unpickling untrusted data can run code)."""
+    if isinstance(field, list):
+        return field
+    if not field:
+        return []
+    try:
+        return json.loads(field)
+    except json.JSONDecodeError:
+        pass
+    try:
+        raw = zlib.decompress(base64.b64decode(field, validate=True))
+    except (binascii.Error, zlib.error, ValueError):
+        raise UserError(f"LiveCodeBench {qid}: test cases are neither JSON nor base64+zlib JSON") from None
+    if raw[:1] == b"\x80":
+        raise UserError(f"LiveCodeBench {qid}: test cases are pickled; this loader never unpickles: convert them to "
+                        f"JSON (a list of {{input, output, testtype}}) first")
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise UserError(f"LiveCodeBench {qid}: compressed test cases are not JSON") from None
+
+
+def load_lcb(path):
+    out = []
+    rows = json.load(open(path)) if path.endswith(".json") else _jsonl(path)
+    for r in rows:
+        qid = r.get("question_id", len(out))
+        meta = r.get("metadata") or {}
+        meta = json.loads(meta) if isinstance(meta, str) else meta
+        tests = lcb_tests(r.get("public_test_cases"), qid) + lcb_tests(r.get("private_test_cases"), qid)
+        if not tests:
+            raise UserError(f"LiveCodeBench {qid} in {path} has no test cases")
+        starter = r.get("starter_code") or ""
+        q = r["question_content"]
+        q += (f"\n\n{LCB_CALL}\n```python\n{starter}\n```" if starter else f"\n\n{LCB_STDIN}")
+        out.append(dict(id=qid, question=q, gold=None, kind="lcb", tests=tests, func_name=meta.get("func_name")))
+    return out
+
+
+LCB_HEADER = "from typing import *\nimport bisect, collections, functools, heapq, itertools, math, re, string, sys\n"
+
+LCB_HARNESS = r'''
+import io, json, sys
+def _same(a, b):  # line by line, trailing whitespace ignored
+    a, b = [l.rstrip() for l in a.strip().splitlines()], [l.rstrip() for l in b.strip().splitlines()]
+    return a == b
+def _stdin(inp):
+    old, out = (sys.stdin, sys.stdout), io.StringIO()
+    sys.stdin, sys.stdout = io.TextIOWrapper(io.BytesIO(inp.encode())), out
+    try:
+        exec(compile(CODE, "solution.py", "exec"), {"__name__": "__main__"})
+    except SystemExit:
+        pass
+    finally:
+        sys.stdin, sys.stdout = old
+    return out.getvalue()
+def _call(inp):
+    ns = {"__name__": "solution"}
+    exec(compile(CODE, "solution.py", "exec"), ns)
+    fn = getattr(ns["Solution"](), FUNC) if "Solution" in ns else ns[FUNC]
+    got = fn(*[json.loads(line) for line in inp.split("\n") if line.strip()])
+    return list(got) if isinstance(got, tuple) else got
+for i, t in enumerate(TESTS):
+    if t.get("testtype") == "functional":
+        got = _call(t["input"])
+        ok = got == json.loads(t["output"])
+    else:
+        got = _stdin(t["input"])
+        ok = _same(got, t["output"])
+    if not ok:
+        sys.exit(f"test {i} ({t.get('testtype', 'stdin')}) failed: got {str(got)[:200]!r}")
+'''
+
+
+def lcb_program(code, tests, func_name):
+    """One sandboxed program that runs every test case of a LiveCodeBench item against `code`."""
+    return (f"CODE = {LCB_HEADER + code!r}\nTESTS = {json.dumps(tests)!r}\nTESTS = __import__('json').loads(TESTS)\n"
+            f"FUNC = {func_name!r}\n{LCB_HARNESS}")
+
+
+# The EvalPlus tests compare floats with numpy.allclose; the sandbox refuses the native libraries numpy loads, so
+# their `import numpy as np` is replaced by this pure-Python stand-in (same tolerance rule, |a - b| <= atol + rtol |b|).
+NUMPY_STANDIN = r'''
+class np:
+    class ndarray:
+        pass
+    float64 = float32 = float
+    @staticmethod
+    def allclose(a, b, rtol=1e-05, atol=1e-08):
+        flat = lambda x: [z for y in x for z in flat(y)] if isinstance(x, (list, tuple)) else [x]
+        a, b = flat(a), flat(b)
+        return len(a) == len(b) and all(abs(x - y) <= atol + rtol * abs(y) for x, y in zip(a, b))
+'''
+
+
+def _plus_tests(test):
+    test = test.replace("import numpy as np\n", NUMPY_STANDIN, 1)
+    # HumanEval/32 (find_zero): the published check swaps _poly(xs, x)'s arguments and lacks abs()
+    return test.replace("_poly(*candidate(*inp), inp) <=", "abs(_poly(*inp, candidate(*inp))) <=")
+
+
+# ---- the benchmarks -----------------------------------------------------------------------------------------
+
+def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
+    if name == "gsm8k":
+        return [dict(id=i, question=r["question"], gold=r["answer"].rsplit("####", 1)[1].strip().replace(",", ""),
+                     kind="math") for i, r in enumerate(_jsonl(f"{D}/gsm8k/test.jsonl"))]
+    if name in ("math500", "aime24", "aime25", "aime26", "amc23"):
+        return [dict(id=r.get("unique_id", r.get("id", i)), question=r["problem"], gold=str(r["answer"]), kind="math")
+                for i, r in enumerate(_jsonl(f"{D}/{name}/test.jsonl"))]
+    if name == "medqa":
+        rows = _jsonl(f"{D}/medqa/test.jsonl")
+        out = []
+        for i, r in enumerate(rows):
+            opts = r["options"] if isinstance(r["options"], dict) else ast.literal_eval(r["options"])
+            out.append(dict(id=r.get("realidx", i), question=f"{r['question']}\n\n{_options(sorted(opts.items()))}",
+                            gold=r["answer_idx"], kind="choice", letters="".join(sorted(opts))))
+        return out
+    if name == "arc_challenge":
+        out = []
+        for r in _jsonl(f"{D}/arc_challenge/ARC-Challenge-Test.jsonl"):
+            ch = r["choices"] if isinstance(r["choices"], dict) else ast.literal_eval(r["choices"])
+            labels = ch["label"]
+            if labels[0].isdigit():  # a few rows use 1-4: map to letters
+                gold = "ABCDE"[labels.index(r["answerKey"])]
+                labels = list("ABCDE"[:len(labels)])
+            else:
+                gold = r["answerKey"]
+            out.append(dict(id=r["id"], question=f"{r['question']}\n\n{_options(zip(labels, ch['text']))}",
+                            gold=gold, kind="choice", letters="".join(labels)))
+        return out
+    if name == "gpqa_diamond":  # never shipped: read from the user's path
+        return [dict(id=i, question=r["question"], gold=r["answer"].strip(), kind="choice", letters="ABCD")
+                for i, r in enumerate(_jsonl(user_path(name, gpqa_path)))]
+    if name in ("humaneval", "humanevalplus"):  # HumanEval+: the same prompts, the plus tests in check()
+        path = f"{D}/humaneval/HumanEval.jsonl.gz" if name == "humaneval" else \
+            f"{D}/humanevalplus/HumanEvalPlus-OriginFmt.jsonl.gz"
+        return [dict(id=r["task_id"], question=f"Complete this Python function.\n\n```python\n{r['prompt']}```",
+                     gold=r["canonical_solution"], kind="code", prompt=r["prompt"], entry_point=r["entry_point"],
+                     tests=f"{_plus_tests(r['test'])}\ncheck({r['entry_point']})\n")
+                for r in _jsonl(path)]
+    if name == "mbpp":  # the standard test split: task ids 11-510
+        out = []
+        for r in _jsonl(f"{D}/mbpp/mbpp.jsonl"):
+            if not 11 <= int(r["task_id"]) <= 510:
+                continue
+            tests = r["test_list"] if isinstance(r["test_list"], list) else ast.literal_eval(r["test_list"])
+            out.append(dict(id=r["task_id"], question=f"{r['text']}\nYour code should pass this test:\n{tests[0]}",
+                            gold=r["code"], kind="code", prompt="",
+                            tests=(r.get("test_setup_code") or "") + "\n" + "\n".join(tests) + "\n"))
+        return out
+    if name == "mbppplus":  # MBPP+: `test` holds the base + plus inputs, expected outputs and atol, as assertions
+        return [dict(id=r["task_id"], question=f"{r['prompt']}\nYour code should pass this test:\n{r['test_list'][0]}",
+                     gold=r["code"], kind="code", prompt="", tests="\n".join(r["test_imports"]) + "\n" + _plus_tests(r["test"]))
+                for r in _jsonl(f"{D}/mbppplus/MbppPlus-OriginFmt.jsonl.gz")]
+    if name == "livecodebench":
+        return load_lcb(user_path(name, lcb_path))
+    if name == "hotpotqa":
+        with open(f"{D}/hotpotqa/hotpot_dev_v1_simplified.json") as f:
+            return [dict(id=i, question=r["question"], gold=r["answer"], kind="qa") for i, r in enumerate(json.load(f))]
+    if name == "bamboogle":  # not shipped (no licence): the user's JSONL of {question, answer}
+        return [dict(id=i, question=r["question"], gold=r["answer"].strip(), kind="qa")
+                for i, r in enumerate(_jsonl(user_path(name, bamboogle_path)))]
+    raise UserError(f"unknown benchmark '{name}'; use one of {', '.join(BENCHMARKS)}")
+
+
+def score(item, text, timeout=10.0):
+    """-> (prediction, correct: bool, extra: dict); extra["rule"] names what decided, where the scorer says."""
+    kind = item["kind"]
+    if kind == "math":
+        pred, ok, rule = scoring.judge_math(text, item["gold"])
+        return pred, ok, {"rule": rule}
+    if kind == "choice":
+        pred, ok, rule = scoring.judge_choice(text, item["gold"], item.get("letters", "ABCD"))
+        return pred, ok, {"rule": rule}
+    if kind == "qa":
+        pred = scoring.extract_qa(text)
+        em, f1 = scoring.qa_scores(pred, item["gold"])
+        return pred, em == 1.0, {"f1": f1, "rule": "exact match"}
+    if kind == "lcb":
+        code = scoring.extract_code(text)
+        res = run_python(lcb_program(code, item["tests"], item.get("func_name")), timeout=timeout)
+        return code[-400:], res.ok, {"rule": f"{len(item['tests'])} tests", "timed_out": res.timed_out,
+                                     "error": res.stderr.strip().splitlines()[-1:]}
+    code = scoring.extract_code(text)
+    if item.get("entry_point") and f"def {item['entry_point']}" not in code:
+        code = item["prompt"] + code  # a bare function body continues the prompt
+    res = run_python(code + "\n\n" + item["tests"], timeout=timeout)
+    return code[-400:], res.ok, {"timed_out": res.timed_out, "error": res.stderr.strip().splitlines()[-1:]}
+
+
+def judge_answer(backbone, question, gold, pred, max_new_tokens=4):
+    """An LLM judge (off by default): does `pred` mean the same as `gold`? -> (yes: bool, the judge's text)."""
+    import torch
+    prompt = backbone.prompt([
+        {"role": "system", "content": "You grade short answers. Reply with one word: yes or no."},
+        {"role": "user", "content": f"Question: {question}\nReference answer: {gold}\nCandidate answer: {pred}\n"
+                                    f"Does the candidate answer mean the same as the reference answer?"}])
+    ids = torch.tensor([backbone.encode(prompt)], device=backbone.device)  # [1, T]
+    texts, _ = backbone.generate(backbone.embed(ids), torch.ones_like(ids), max_new_tokens=max_new_tokens)
+    return texts[0].strip().lower().startswith("yes"), texts[0]
