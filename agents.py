@@ -268,6 +268,14 @@ def _now():
 # ----------------------------------------------------------------------------------------------------------------
 # CLI
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with bad input reported as ONE line on stderr (no usage block) and exit code 2."""
+
+    def error(self, message):
+        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        sys.exit(2)
+
+
 def checked(kind, ok, what):
     """An argparse type: convert with `kind`, accept when ok(value), else a one-line error saying what is wanted."""
     def parse(text):
@@ -344,10 +352,10 @@ def system_from_args(a):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Ask the looped multi-agent system one question.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog='example: python agents.py --agents smollm,smollm --mode latent --rounds 2 '
-                                       '--latent-steps 8 --question "What is 12*7?"')
+    p = Parser(description="Ask the looped multi-agent system one question.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+               epilog='example: python agents.py --agents smollm,smollm --mode latent --rounds 2 '
+                      '--latent-steps 8 --question "What is 12*7?"')
     add_system_args(p)
     add_loop_args(p)
     p.add_argument("--mode", default="latent", choices=["latent", "text", "single"],

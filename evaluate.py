@@ -25,10 +25,9 @@ import sys
 import torch
 from tqdm import tqdm
 
-from agents import PRESETS, TOPOLOGIES, expand_agents, system_from_args
+from agents import (Parser, add_loop_args, add_system_args, expand_agents, new_tokens, positive_int, system_from_args,
+                    temperature, top_p)
 from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
-from fast import add_argument as add_fast_argument
-from links import VARIANTS
 from model import UserError, load_backbone, pick_device, pick_dtype
 
 METHODS = ["single", "lora", "full", "text", "latent"]
@@ -269,23 +268,6 @@ def build_system(a, method):
 
 # ---- the command line ---------------------------------------------------------------------------------------
 
-class Parser(argparse.ArgumentParser):
-    def error(self, message):
-        """Bad input: one line on stderr, exit code 2 (argparse would add its usage)."""
-        print(f"error: {message}", file=sys.stderr)
-        sys.exit(2)
-
-
-def positive(s):
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{s}' is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, got {v}")
-    return v
-
-
 def methods(s):
     names = [m.strip() for m in s.split(",") if m.strip()]
     bad = [m for m in names if m not in METHODS]
@@ -297,46 +279,36 @@ def methods(s):
 
 def parse(argv):
     """Parse and check everything that can be checked without a model; returns (args, items, [(settings, stem)])."""
-    p = Parser(description="Evaluate single / lora / full / text / latent on a benchmark with strict scoring.")
-    p.add_argument("--agents", default="smollm", help=f"comma-separated models, or a preset: {', '.join(PRESETS)}")
-    p.add_argument("--method", default="single", choices=METHODS)
+    p = Parser(description="Evaluate single / lora / full / text / latent on a benchmark with strict scoring.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+               epilog="example: python evaluate.py --compare single,text,latent --agents smollm,smollm "
+                      "--benchmark gsm8k --limit 5")
+    add_system_args(p, agents="smollm")
+    add_loop_args(p)
+    p.add_argument("--method", default="single", choices=METHODS, help="what answers the questions")
     p.add_argument("--compare", type=methods, default=None, help="e.g. single,text,latent: one table, same questions")
-    p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS)
+    p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS, help="which questions")
     p.add_argument("--protocol", default="quick", choices=["quick", "paper"],
                    help="quick: greedy, 256 tokens, 1 seed; paper: the paper's sampling, budgets, 5 seeds, AIME pass@10")
-    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
-    p.add_argument("--search-docs", default=None, help="JSONL of {title, text} passages for the deliberation <search> tool")
-    p.add_argument("--rounds", type=positive, default=2)
-    p.add_argument("--latent-steps", type=int, default=8)
-    p.add_argument("--links", default=None, help="link checkpoint for latent (default: untrained links)")
-    p.add_argument("--link-variant", default="2layer_ln_res", choices=VARIANTS)
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (train_single.py) for method lora")
     p.add_argument("--weights", default=None, help="full fine-tuned weights folder (train_single.py) for method full")
-    p.add_argument("--limit", type=positive, default=None, help="first N questions")
-    p.add_argument("--samples", type=positive, default=None, help="k samples per question: pass@k")
-    p.add_argument("--seeds", type=positive, default=None, help="number of seeds (--seed, --seed+1, ...)")
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--max-new-tokens", type=positive, default=None)
-    p.add_argument("--batch-size", type=positive, default=4)
-    p.add_argument("--timeout", dest="tool_timeout", type=float, default=10.0,
-                   help="seconds per code sample (and per <python> tool call) in the sandbox")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N questions")
+    p.add_argument("--samples", type=positive_int, default=None, help="k samples per question: pass@k")
+    p.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (--seed, --seed+1, ...)")
+    p.add_argument("--temperature", type=temperature, default=None, help="default: the protocol's")
+    p.add_argument("--top-p", type=top_p, default=None, help="default: the protocol's")
+    p.add_argument("--max-new-tokens", type=new_tokens, default=None, help="default: the protocol's")
+    p.add_argument("--batch-size", type=positive_int, default=4, help="questions per batch")
     p.add_argument("--gpqa-path", default=None, help="GPQA-Diamond test.jsonl (or set GPQA_PATH)")
     p.add_argument("--bamboogle-path", default=None, help="Bamboogle JSONL of {question, answer} (or BAMBOOGLE_PATH)")
     p.add_argument("--lcb-path", default=None, help="LiveCodeBench JSONL in its published format (or LCB_PATH)")
     p.add_argument("--judge", default=None, help="a model that judges QA answers yes/no (default: exact match)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/eval")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--out", default="runs/eval", help="folder of the run files")
     p.add_argument("--resume", action="store_true", help="continue the run file, skipping questions already in it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--plot", action="store_true", help="--compare: also write OUT/<benchmark>-compare.png")
-    add_fast_argument(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    p.add_argument("--trust-remote-code", action="store_true")
     a = p.parse_args(argv)
-    if a.latent_steps < 0:
-        p.error("--latent-steps must be 0 or more")
     if a.resume and a.overwrite:
         p.error("--resume and --overwrite exclude each other: pick one")
     try:

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import system_from_args, build_inputs
+from agents import Parser, build_inputs, system_from_args
 from patterns import role_targets, slot_name
 from rows import DataError, load_rows, target_text
 from model import UserError
@@ -45,9 +45,9 @@ def inner_loss(system, rows, max_tokens):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Train the inner RecursiveLinks (stage 1), each agent on its role text.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog="example: python train_inner.py --agents smollm,smollm --steps 40")
+    p = Parser(description="Train the inner RecursiveLinks (stage 1), each agent on its role text.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+               epilog="example: python train_inner.py --agents smollm,smollm --steps 40")
     trainer.add_args(p, steps=40, lr=5e-4, batch=4)
     args = p.parse_args(argv)
     args.stage, args.out = "inner", args.out or os.path.join("runs", "inner")

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 import trainer
-from agents import add_loop_args, count, new_tokens, positive_int, system_from_args
+from agents import Parser, add_loop_args, count, new_tokens, positive_int, system_from_args
 from patterns import role_targets
 from rows import DataError, load_rows, secret_rows, target_text
 from model import UserError
@@ -97,10 +97,10 @@ def report(rows, before, after, secret):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Train the outer RecursiveLinks (stage 2) on the whole looped system.",
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-                                epilog="example: python train_outer.py --data secret --rounds 1 --train-inner "
-                                       "--steps 80 --lr 2e-3   (the latent-channel proof)")
+    p = Parser(description="Train the outer RecursiveLinks (stage 2) on the whole looped system.",
+               formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+               epilog="example: python train_outer.py --data secret --rounds 1 --train-inner "
+                      "--steps 80 --lr 2e-3   (the latent-channel proof)")
     trainer.add_args(p, steps=30, lr=5e-4, batch=2)
     add_loop_args(p)
     p.add_argument("--latents", default="rollout", choices=["rollout", "teacher"],
