@@ -25,7 +25,7 @@ from agents import PRESETS, TOPOLOGIES, system_from_args
 from fast import add_argument as add_fast_argument
 from links import VARIANTS
 from model import UserError
-from sandbox import run_python
+from sandbox import run_tests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D = os.path.join(HERE, "data")
@@ -109,7 +109,7 @@ BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "amc23", "medqa", "arc_cha
 INSTRUCTION = {"math": MATH, "choice": CHOICE, "code": CODE, "qa": QA}
 
 
-def score(item, text, timeout=10.0):
+def score(item, text, timeout=10.0, unsafe=False):
     """-> (prediction, correct: bool, extra: dict)."""
     kind = item["kind"]
     if kind == "math":
@@ -125,8 +125,9 @@ def score(item, text, timeout=10.0):
     code = scoring.extract_code(text)
     if item.get("entry_point") and f"def {item['entry_point']}" not in code:
         code = item["prompt"] + code  # a bare function body continues the prompt
-    res = run_python(code + "\n\n" + item["tests"], timeout=timeout)
-    return code[-400:], res.ok, {"timed_out": res.timed_out, "error": res.stderr.strip().splitlines()[-1:]}
+    res = run_tests(code, item["tests"], timeout=timeout, unsafe=unsafe)  # a pass needs the harness's fresh token
+    return code[-400:], res.passed, {"timed_out": res.timed_out, "executed": res.executed,
+                                     "error": (res.stderr.strip().splitlines() or [res.reason])[-1:]}
 
 
 def wilson(k, n, z=1.96):
@@ -157,6 +158,8 @@ def main(argv=None):
     p.add_argument("--timeout", dest="tool_timeout", type=float, default=10.0,
                    help="seconds per code sample (and per <python> tool call) in the sandbox")
     p.add_argument("--gpqa-path", default=None)
+    p.add_argument("--unsafe-exec", action="store_true",
+                   help="UNSAFE: where bubblewrap is missing, run generated code anyway, unisolated")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/eval")
     add_fast_argument(p)
