@@ -187,7 +187,7 @@ def main(argv=None):
                        for _ in range(a.samples)]
             for j, it in enumerate(batch):
                 recs = [s[j] for s in samples]
-                scored = [score(it, r["text"], a.tool_timeout) for r in recs]
+                scored = [score(it, r["text"], a.tool_timeout, a.unsafe_exec) for r in recs]
                 tokens = {}
                 for r in recs:
                     for k, v in r["tokens"].items():
