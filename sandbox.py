@@ -73,6 +73,11 @@ def _hook(token, frame, tests):
             if (p.decode("latin-1") if type(p) is B else S(p)).find("proc") >= 0:
                 raise PE("sandbox: /proc is not readable here")
     sys.addaudithook(hook)
+def _take(n, read):
+    buf = b""
+    while len(buf) < n and (c := read(0, n - len(buf))):
+        buf += c
+    return buf
 def _main(mode, hook, nproc):
     read, frame = os.read, sys._getframe()
     head = b""
@@ -81,14 +86,8 @@ def _main(mode, hook, nproc):
         if not c:
             break
         head += c
-    sizes, parts = [int(x) for x in head.split()], []
-    for n in sizes:
-        buf = b""
-        while len(buf) < n and (c := read(0, n - len(buf))):
-            buf += c
-        parts.append(buf)
-    src, tests, token = parts
-    del parts, head
+    src, tests, token = [_take(int(n), read) for n in head.split()]
+    del head, c  # the token lives only in `token` now, and that goes once the hook holds it
     if mode == "tests":  # nothing of the program may read the token or the tests from stdin
         fd = os.open(os.devnull, os.O_RDONLY)
         os.dup2(fd, 0)

@@ -265,8 +265,8 @@ SPAWN = {
 @pytest.mark.parametrize("wait", [False, True], ids=["exits", "times-out"])
 @pytest.mark.parametrize("name", list(SPAWN))
 def test_no_process_outlives_the_run(name, wait, hook):
-    if wait and name not in ("fork+exec, setsid", "_posixsubprocess setsid", "subprocess new session"):
-        pytest.skip("the timed-out case is checked on three routes")
+    if wait and (hook or name not in ("fork+exec, setsid", "_posixsubprocess setsid", "subprocess new session")):
+        pytest.skip("the timed-out case is checked on three routes, with the OS boundary alone")
     marker = "sbx-marker-" + secrets.token_hex(6)
     code = f"A = {SLEEPER.format(py=PY, m=marker)}\n" + SPAWN[name] + ("\nimport time; time.sleep(30)" if wait else "")
     run_python(code, timeout=2, hook=hook)
@@ -397,3 +397,53 @@ def test_legit_code_works(name, hook):
     code, want = LEGIT[name]
     r = run_python(code, timeout=20, hook=hook, stdin="abc\n")
     assert r.ok and r.stdout.strip() == want, r.stderr
+
+
+# ---- code scoring that cannot be gamed ----------------------------------------------------------------------
+
+def _items():
+    he, mb = evaluate.load_benchmark("humaneval")[0], evaluate.load_benchmark("mbpp")[0]
+    return {"humaneval": (he["prompt"] + he["gold"], he["prompt"] + "    return True\n", he["tests"]),
+            "mbpp": (mb["gold"], "def remove_Occ(s, ch):\n    return s\n", mb["tests"])}
+
+
+GAMES = {
+    "sys.exit": "import sys\nsys.exit(0)",
+    "os._exit": "import os\nos._exit(0)",
+    "atexit": "import atexit, os\natexit.register(os._exit, 0)",
+    "SystemExit": "raise SystemExit(0)",
+    "main guard": "if __name__ == '__main__':\n    import sys\n    sys.exit()",
+    "excepthook": "import sys, os\nsys.excepthook = lambda *a: os._exit(0)",
+    "builtins": "import builtins\nbuiltins.AssertionError = type('E', (BaseException,), {})\nbuiltins.len = lambda x: 0",
+    "echo stdin": "import sys, os\nprint(sys.stdin.read())\nsys.stdout.flush()\nos._exit(0)",
+    "echo cmdline": "import os\nprint(open('/proc/self/cmdline').read())\nos._exit(0)",
+    "frames": ("import sys, os\nfor v in sys._getframe(1).f_locals.values():\n    if type(v) is bytes: print(v.decode())\n"
+               "sys.stdout.flush()\nos._exit(0)"),
+}
+
+
+@pytest.mark.parametrize("bench", ["humaneval", "mbpp"])
+def test_scoring_passes_right_code_and_fails_wrong_code(bench):
+    right, wrong, tests = _items()[bench]
+    r = run_tests(right, tests, timeout=10)
+    assert r.passed and not run_tests(wrong, tests, timeout=10).passed
+
+
+@pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
+@pytest.mark.parametrize("bench", ["humaneval", "mbpp"])
+@pytest.mark.parametrize("game", list(GAMES))
+def test_scoring_cannot_be_gamed(game, bench, hook):
+    right, wrong, tests = _items()[bench]
+    assert not run_tests(wrong + "\n" + GAMES[game] + "\n", tests, timeout=5, hook=hook).passed
+
+
+def test_without_bubblewrap_code_is_not_run(monkeypatch):
+    sandbox.available.cache_clear()
+    monkeypatch.setattr(sandbox.shutil, "which", lambda name: None)
+    try:
+        r = run_python("print(6 * 7)")
+        assert not r.executed and not r.ok and "bubblewrap" in r.reason and r.stdout == ""
+        assert run_python("print(6 * 7)", unsafe=True).stdout == "42\n"  # only when the caller says so
+    finally:
+        monkeypatch.undo()
+        sandbox.available.cache_clear()
