@@ -223,7 +223,7 @@ def test_no_connection_reaches_the_host(name, hook, target):
 @HOOK
 def test_no_dns_and_no_interface_but_loopback(hook):
     r = run_python("import socket\nprint(socket.if_nameindex())\ntry: print('RESOLVED', socket.getaddrinfo("
-                   "'localhost.localdomain.example', 80))\nexcept Exception: pass", timeout=5, hook=False)
+                   "'localhost.localdomain.example', 80))\nexcept Exception: pass", timeout=5, hook=hook)
     assert "RESOLVED" not in r.stdout and "eth" not in r.stdout
 
 
