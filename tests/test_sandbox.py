@@ -41,8 +41,7 @@ def snapshot(root):
             p = os.path.join(dirpath, n)
             st = os.lstat(p)
             data = open(p, "rb").read() if os.path.isfile(p) and not os.path.islink(p) else None
-            xattrs = tuple(os.listxattr(p, follow_symlinks=False))
-            out[p] = (st.st_mode, st.st_uid, st.st_mtime_ns, st.st_nlink, data, xattrs)
+            out[p] = (st.st_mode, st.st_uid, st.st_mtime_ns, st.st_nlink, data, os.listxattr(p, follow_symlinks=False))
     return out
 
 
@@ -121,7 +120,8 @@ SECRET_ATTACKS = {
     "parent mem": ("import re\nm = open('/proc/{P}/mem', 'rb')\nfor l in open('/proc/{P}/maps'):\n"
                    "    a, b = (int(x, 16) for x in l.split()[0].split('-'))\n    try: m.seek(a); print(m.read(b - a))\n"
                    "    except Exception: pass"),
-    "find by name": "import glob; print([open(p).read() for p in glob.glob('/**/root-only.txt', recursive=True)])",
+    "find by name": ("import os\nfor d, ds, fs in os.walk('/'):\n    ds[:] = [x for x in ds if x not in ('usr', 'proc') and "
+                     "'python' not in x]\n    print([open(os.path.join(d, f)).read() for f in fs if 'root-only' in f])"),
 }
 
 
@@ -325,7 +325,7 @@ def test_total_disk_is_capped_beyond_the_per_file_cap(hook):
 
 @HOOK
 def test_huge_output_is_capped(hook):
-    r = run_python("import sys\nfor _ in range(200): sys.stdout.write('x' * 10**6)", timeout=10, max_output=1000,
+    r = run_python("import sys\nfor _ in range(20): sys.stdout.write('x' * 10**6)", timeout=10, max_output=1000,
                    hook=hook)
     assert r.stdout == "x" * 1000
 
@@ -343,7 +343,7 @@ def test_huge_output_is_capped(hook):
     "print(1)\x00",
 ], ids=["fifo-stdout", "dir-stdout", "closed-stdio", "bad-utf8", "surrogate-print", "surrogate-code", "nul"])
 def test_the_parent_gets_a_result_whatever_the_child_does(code, hook):
-    r = run_python(code, timeout=3, hook=hook)
+    r = run_python(code, timeout=1.5, hook=hook)
     assert isinstance(r.stdout, str) and isinstance(r.stderr, str)
     if "\\xff" in code:
         assert r.stdout == "\ufffd\ufffd\x00\ufffd\ufffd\ufffdok"  # invalid UTF-8 replaced, NUL kept
