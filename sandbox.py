@@ -18,6 +18,7 @@ frame introspection; the OS boundary does not rely on it.
     run_python("print(1 + 1)")                           # -> Result(ok=True, stdout='2\\n', executed=True, ...)
     run_tests(solution_code, test_code).passed           # scoring: see run_tests
 """
+import ctypes
 import os
 import resource
 import secrets
@@ -163,10 +164,10 @@ def _bwrap_args(sources, dests, disk_mb):
 def _preexec(memory_mb, cpu_seconds, max_file_mb, stage):
     """In the child, before exec: (as root) stage the Python directories where uid 65534 can reach them and become
     65534; then the rlimits, which bubblewrap and everything it starts inherit."""
+    libc = ctypes.CDLL(None, use_errno=True) if stage else None  # loaded here: no imports after fork
+
     def apply():
         if stage:
-            import ctypes
-            libc = ctypes.CDLL(None, use_errno=True)
             if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS: the bind mounts below stay in this process tree
                 raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
             if libc.mount(None, b"/", None, (1 << 14) | (1 << 18), None) != 0:  # MS_REC | MS_PRIVATE
@@ -238,8 +239,8 @@ def _kill(proc):
 def _command(mode, hook, max_procs, disk_mb, unsafe):
     """-> (argv, stage pairs, staging dir to remove) for a sandboxed run, or a plain child for unsafe=True."""
     py = [sys.executable, "-I", "-B", "-X", "utf8", "-c", PRELUDE, mode, "1" if hook else "0", str(max_procs)]
-    if unsafe:
-        return py, None, None
+    if unsafe:  # a plain child in a throwaway working directory
+        return py, None, tempfile.mkdtemp(prefix="sandbox-unsafe-")
     dirs = _python_dirs()
     if os.geteuid() != 0:
         return _bwrap_args(dirs, dirs, disk_mb) + py, None, None
@@ -254,10 +255,13 @@ def _command(mode, hook, max_procs, disk_mb, unsafe):
 def _run(mode, program, tests, token, stdin, timeout, memory_mb, max_procs, max_output, max_file_mb, disk_mb,
          unsafe, hook, check=True):
     t0 = time.time()
-    if check and not unsafe:
+    if check:
         ok, why = available()
-        if not ok:
+        if not ok and not unsafe:
             return Result(False, -1, "", why, False, 0.0, executed=False, reason=why)
+        unsafe = not ok  # with a sandbox at hand, unsafe=True changes nothing
+    else:
+        unsafe = False
     enc = lambda s: s.encode("utf-8", "surrogatepass") if isinstance(s, str) else bytes(s)
     parts = [enc(program), enc(tests), enc(token)]
     data = " ".join(str(len(p)) for p in parts).encode() + b"\n" + b"".join(parts) + enc(stdin)
@@ -266,6 +270,7 @@ def _run(mode, program, tests, token, stdin, timeout, memory_mb, max_procs, max_
         argv, stage, stage_dir = _command(mode, hook, max_procs, disk_mb, unsafe)
         proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 close_fds=True, start_new_session=True, env={"PATH": "/usr/bin:/bin"},
+                                cwd=stage_dir if unsafe else None,
                                 preexec_fn=_preexec(memory_mb, int(timeout) + 1, max_file_mb, stage))
         out, tail, err, timed_out = _communicate(proc, data, timeout, max_output)
     except (OSError, subprocess.SubprocessError) as e:  # the sandbox could not start: a failed sample
@@ -286,7 +291,7 @@ def available():
     if not sys.platform.startswith("linux"):
         return False, f"no sandbox on {sys.platform}: generated code is not run (pass --unsafe-exec to run it anyway)"
     if not shutil.which("bwrap"):
-        return False, "bubblewrap is not installed (apt-get install bubblewrap); generated code is not run"
+        return False, "bubblewrap is not installed (apt-get install bubblewrap): generated code is not run"
     r = _run("run", "print(6 * 7)", "", "", "", 20, 1024, 16, 1000, 1, 1, False, True, check=False)
     if r.stdout != "42\n":
         err = (r.stderr.strip().splitlines() or ["no output"])[-1]
