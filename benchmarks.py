@@ -17,7 +17,7 @@ import zlib
 
 import scoring
 from model import UserError
-from sandbox import run_python
+from sandbox import run_tests
 
 if not hasattr(scoring, "judge_math"):  # shim until scoring.judge_* lands
     def _judge_math(text, gold):
@@ -238,7 +238,7 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
     raise UserError(f"unknown benchmark '{name}'; use one of {', '.join(BENCHMARKS)}")
 
 
-def score(item, text, timeout=10.0):
+def score(item, text, timeout=10.0, unsafe=False):
     """-> (prediction, correct: bool, extra: dict); extra["rule"] names what decided, where the scorer says."""
     kind = item["kind"]
     if kind == "math":
@@ -253,14 +253,17 @@ def score(item, text, timeout=10.0):
         return pred, em == 1.0, {"f1": f1, "rule": "exact match"}
     if kind == "lcb":
         code = scoring.extract_code(text)
-        res = run_python(lcb_program(code, item["tests"], item.get("func_name")), timeout=timeout)
-        return code[-400:], res.ok, {"rule": f"{len(item['tests'])} tests", "timed_out": res.timed_out,
-                                     "error": res.stderr.strip().splitlines()[-1:]}
+        # the answer runs inside the harness; a pass needs the harness's fresh token after the last test
+        res = run_tests("", lcb_program(code, item["tests"], item.get("func_name")), timeout=timeout, unsafe=unsafe)
+        return code[-400:], res.passed, {"rule": f"{len(item['tests'])} tests", "timed_out": res.timed_out,
+                                         "executed": res.executed,
+                                         "error": (res.stderr.strip().splitlines() or [res.reason])[-1:]}
     code = scoring.extract_code(text)
     if item.get("entry_point") and f"def {item['entry_point']}" not in code:
         code = item["prompt"] + code  # a bare function body continues the prompt
-    res = run_python(code + "\n\n" + item["tests"], timeout=timeout)
-    return code[-400:], res.ok, {"timed_out": res.timed_out, "error": res.stderr.strip().splitlines()[-1:]}
+    res = run_tests(code, item["tests"], timeout=timeout, unsafe=unsafe)  # a pass needs the harness's fresh token
+    return code[-400:], res.passed, {"rule": "tests", "timed_out": res.timed_out, "executed": res.executed,
+                                     "error": (res.stderr.strip().splitlines() or [res.reason])[-1:]}
 
 
 def judge_answer(backbone, question, gold, pred, max_new_tokens=4):

@@ -189,7 +189,7 @@ def evaluate(system, items, st, stem, a, judge=None):
                                       st["temperature"], st["top_p"]) for _ in range(k)]
                 for j, it in enumerate(batch):
                     recs = [dict(s[j], seconds=s[j]["seconds"] / len(batch)) for s in samples]  # batch time, shared
-                    scored = [score(it, r["text"], a.tool_timeout) for r in recs]
+                    scored = [score(it, r["text"], a.tool_timeout, a.unsafe_exec) for r in recs]
                     if judge is not None and it["kind"] == "qa":
                         scored = [(p, *judged(judge, it, p, ok, ex)) for p, ok, ex in scored]
                     row = dict(seed=seed, **make_row(it, recs, scored, method))
@@ -302,6 +302,8 @@ def parse(argv):
     p.add_argument("--gpqa-path", default=None, help="GPQA-Diamond test.jsonl (or set GPQA_PATH)")
     p.add_argument("--bamboogle-path", default=None, help="Bamboogle JSONL of {question, answer} (or BAMBOOGLE_PATH)")
     p.add_argument("--lcb-path", default=None, help="LiveCodeBench JSONL in its published format (or LCB_PATH)")
+    p.add_argument("--unsafe-exec", action="store_true",
+                   help="UNSAFE: where no sandbox (bubblewrap) is available, run generated code anyway, unisolated")
     p.add_argument("--judge", default=None, help="a model that judges QA answers yes/no (default: exact match)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--out", default="runs/eval", help="folder of the run files")

@@ -1,53 +1,113 @@
 """
-Run untrusted, model-generated Python in a separate process — never in ours.
+Run untrusted, model-generated Python behind an operating-system boundary (bubblewrap), never in our process.
 
-Layers, each catching what the others might miss:
-  - its own process (and process group), a throwaway working directory that is deleted afterwards;
-  - wall-clock timeout (the whole process group is killed), CPU-time, address-space (memory), file-size and
-    process-count limits (setrlimit);
-  - no network: a fresh, empty network namespace when we may create one (root on Linux);
-  - inside the interpreter, an audit hook (PEP 578) refuses sockets, fork/exec/subprocess, ctypes, and any file write
-    outside the working directory;
-  - stdout and stderr go to files and only their first `max_output` bytes are read back.
+What the code sees (`bwrap --unshare-all`): fresh user, mount, PID, network, IPC, UTS and cgroup namespaces; uid/gid
+65534 (when we are root, bubblewrap itself runs as uid 65534 too, so the code owns no file on the host); the system
+directories and exactly the Python directories it needs, read-only; a private /proc (only its own processes), a
+minimal /dev, and one writable place, a size-capped tmpfs at /tmp (its working directory). No network interface but
+its own loopback, no inherited file descriptors, an empty environment. Limits: wall clock (the whole PID namespace is
+killed), CPU time, address space and file size per process, process count (RLIMIT_NPROC inside its own user
+namespace), total disk (the tmpfs size). Output comes back through pipes, capped, decoded with replacement.
 
-    result = run_python("print(1 + 1)", timeout=5)   # -> Result(ok=True, stdout='2\n', ...)
+Where bubblewrap or user namespaces are missing, code is NOT run: the Result says `executed=False` and why, unless
+the caller passes `unsafe=True` (a plain child process with rlimits only: unsafe, for trusted code).
+
+A second, in-process layer (an audit hook, `hook=True`) refuses process creation, sockets, signals, ctypes and
+frame introspection; the OS boundary does not rely on it.
+
+    run_python("print(1 + 1)")                           # -> Result(ok=True, stdout='2\\n', executed=True, ...)
+    run_tests(solution_code, test_code).passed           # scoring: see run_tests
 """
 import ctypes
 import os
 import resource
+import secrets
+import selectors
 import shutil
 import signal
+import site
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
+from functools import lru_cache
 
+NOBODY = 65534
 PRELUDE = r'''
-import os, sys
-_root = os.path.realpath(os.getcwd())
-_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
-_DENY = {"socket.connect", "socket.bind", "socket.sendto", "socket.getaddrinfo", "os.fork", "os.forkpty", "os.system",
-         "os.posix_spawn", "os.spawn", "os.exec", "subprocess.Popen", "ctypes.dlopen", "os.kill", "os.killpg",
-         "pty.spawn", "os.startfile"}
-_PATHS = {"os.remove", "os.rename", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.symlink", "os.link",
-          "os.truncate", "shutil.rmtree", "shutil.move", "shutil.copyfile"}
-def _inside(p):
-    p = os.path.realpath(os.fsdecode(p))
-    return p == _root or p.startswith(_root + os.sep)
-def _hook(event, args):
-    if event in _DENY:
-        raise PermissionError(f"sandbox: {event} is not allowed")
-    if event == "open" and not isinstance(args[0], int):
-        mode, flags = args[1] or "", args[2] or 0
-        if (any(c in str(mode) for c in "wax+") or flags & _WRITE) and not _inside(args[0]):
-            raise PermissionError(f"sandbox: writing outside the working directory is not allowed: {args[0]}")
-    if event in _PATHS and args and isinstance(args[0], (str, bytes, os.PathLike)) and not _inside(args[0]):
-        raise PermissionError(f"sandbox: {event} outside the working directory is not allowed")
-sys.addaudithook(_hook)
-del _hook
-__name__ = "__main__"
-exec(compile(open("main.py").read(), "main.py", "exec"))
+import os, sys, builtins, resource, types, enum, typing, collections, functools, re
+def _hook(token, frame, tests):
+    getframe, write, fspath, busy, done = sys._getframe, os.write, os.fspath, [False], [False]
+    VE, PE, IE, S, B = ValueError, PermissionError, ImportError, str, bytes
+    DENY = frozenset({"os.fork", "os.forkpty", "os.system", "os.posix_spawn", "os.spawn", "os.exec", "os.kill",
+        "os.killpg", "subprocess.Popen", "pty.spawn", "signal.pthread_kill", "socket.connect", "socket.bind",
+        "socket.sendto", "socket.sendmsg", "socket.getaddrinfo", "sys._current_frames", "sys.settrace",
+        "sys.setprofile", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.symlink"} |
+        ({"_thread.start_new_thread"} if tests else set()))
+    FRAMES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_locals", "f_globals"})
+    def hook(event, args):
+        if event == "sys._getframe":
+            if busy[0]:
+                return
+            raise VE("sandbox: frame access is off")
+        if event == "recursivemas.finish":  # only the harness's own frame may reveal the token, once
+            busy[0] = True
+            try:
+                caller = getframe(1)
+            finally:
+                busy[0] = False
+            if caller is frame and token and not done[0]:
+                done[0] = True
+                write(1, b"\n" + token + b"\n")
+            return
+        if event in DENY:
+            raise PE(f"sandbox: {event} is not allowed")
+        if event == "ctypes.dlopen":
+            raise IE("sandbox: ctypes is not available")
+        if event == "object.__getattr__" and args[1] in FRAMES:
+            raise PE("sandbox: frame access is off")
+        if tests and event == "object.__setattr__" and args[1] == "__code__":
+            raise PE("sandbox: replacing code is not allowed")
+        if tests and event == "open" and type(args[0]) is not int:
+            p = fspath(args[0])
+            if (p.decode("latin-1") if type(p) is B else S(p)).find("proc") >= 0:
+                raise PE("sandbox: /proc is not readable here")
+    sys.addaudithook(hook)
+def _take(n, read):
+    buf = b""
+    while len(buf) < n and (c := read(0, n - len(buf))):
+        buf += c
+    return buf
+def _main(mode, hook, nproc):
+    read, frame = os.read, sys._getframe()
+    head = b""
+    while not head.endswith(b"\n"):
+        c = read(0, 1)
+        if not c:
+            break
+        head += c
+    src, tests, token = [_take(int(n), read) for n in head.split()]
+    del head, c  # the token lives only in `token` now, and that goes once the hook holds it
+    if mode == "tests":  # nothing of the program may read the token or the tests from stdin
+        fd = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(fd, 0)
+        os.close(fd)
+    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))  # counted in our own user namespace
+    first = compile(src, "<program>", "exec")
+    second = compile(tests, "<tests>", "exec") if mode == "tests" else None  # both compiled before anything runs
+    if hook:
+        _hook(token, frame, mode == "tests")
+    del token
+    run, audit, flush, fresh, out = exec, sys.audit, sys.stdout.flush, dict(builtins.__dict__), sys.stdout
+    ns = {"__name__": "__main__", "__builtins__": builtins}
+    run(first, ns)
+    if second is not None:
+        ns["__builtins__"] = fresh  # the tests see the builtins as they were before the program ran
+        run(second, ns)
+        flush()
+        audit("recursivemas.finish")
+_main(sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]))
 '''
 
 
@@ -59,51 +119,200 @@ class Result:
     stderr: str
     timed_out: bool
     seconds: float
+    executed: bool = True   # False: not run (no sandbox here); `reason` says why
+    reason: str = ""
+    passed: bool = False    # run_tests only: every test ran and the harness's final statement was reached
 
 
-def _limits(memory_mb, cpu_seconds, max_procs, max_file_mb):
+def _python_dirs():
+    """The directories the interpreter needs (prefixes, site-packages), outside the system ones, deduplicated."""
+    dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+            os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))), *site.getsitepackages()}
+    dirs |= {os.path.realpath(d) for d in dirs}
+    dirs = sorted(d for d in dirs if os.path.isdir(d) and d != "/")
+    system = ("/usr", "/bin", "/lib", "/lib64", "/sbin")
+    keep = []
+    for d in dirs:
+        if any(d == s or d.startswith(s + "/") for s in system + tuple(keep)):
+            continue
+        keep.append(d)
+    return keep
+
+
+def _bwrap_args(sources, dests, disk_mb):
+    """bubblewrap's command line: namespaces, read-only system and Python directories, private /proc, /dev, /tmp."""
+    args = ["bwrap", "--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--disable-userns",
+            "--uid", str(NOBODY), "--gid", str(NOBODY), "--hostname", "sandbox", "--ro-bind", "/usr", "/usr"]
+    for d in ("/bin", "/lib", "/lib64", "/sbin"):
+        if os.path.islink(d):
+            args += ["--symlink", os.readlink(d), d]
+        elif os.path.isdir(d):
+            args += ["--ro-bind", d, d]
+    for f in ("/etc/ld.so.cache", "/etc/localtime"):
+        args += ["--ro-bind-try", f, f]
+    for s, d in zip(sources, dests):
+        args += ["--ro-bind", s, d]
+    size = str(disk_mb << 20)
+    args += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size,
+             "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
+    for k, v in {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
+                 "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}.items():
+        args += ["--setenv", k, v]
+    return args + ["--"]
+
+
+def _preexec(memory_mb, cpu_seconds, max_file_mb, stage):
+    """In the child, before exec: (as root) stage the Python directories where uid 65534 can reach them and become
+    65534; then the rlimits, which bubblewrap and everything it starts inherit."""
+    libc = ctypes.CDLL(None, use_errno=True) if stage else None  # loaded here: no imports after fork
+
     def apply():
-        os.setsid()  # own process group: a timeout kills everything it started
-        try:  # an empty network namespace: no interfaces, not even loopback (needs privileges; else the hook blocks)
-            ctypes.CDLL(None, use_errno=True).unshare(0x40000000)  # CLONE_NEWNET
-        except Exception:
-            pass
-        resource.setrlimit(resource.RLIMIT_AS, (memory_mb << 20, memory_mb << 20))
-        resource.setrlimit(resource.RLIMIT_CPU, (cpu_seconds, cpu_seconds + 1))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (max_file_mb << 20, max_file_mb << 20))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_NPROC, (max_procs, max_procs))  # not enforced for root: the hook is
+        if stage:
+            if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS: the bind mounts below stay in this process tree
+                raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
+            if libc.mount(None, b"/", None, (1 << 14) | (1 << 18), None) != 0:  # MS_REC | MS_PRIVATE
+                raise OSError(ctypes.get_errno(), "mount --make-rprivate /")
+            for src, dst in stage:
+                if libc.mount(src.encode(), dst.encode(), None, (1 << 12) | (1 << 14), None) != 0:  # MS_BIND|MS_REC
+                    raise OSError(ctypes.get_errno(), f"bind {src}")
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+        for lim, val in ((resource.RLIMIT_AS, memory_mb << 20), (resource.RLIMIT_CPU, cpu_seconds),
+                         (resource.RLIMIT_FSIZE, max_file_mb << 20), (resource.RLIMIT_CORE, 0),
+                         (resource.RLIMIT_NOFILE, 256)):
+            resource.setrlimit(lim, (val, val))
     return apply
 
 
-def run_python(code, timeout=10.0, memory_mb=1024, max_procs=64, max_output=20_000, max_file_mb=16, stdin=""):
-    """Run `code` as a Python program in the sandbox. Never raises for anything the code does."""
-    work = tempfile.mkdtemp(prefix="sandbox-")
+def _feed(fd, data):
     try:
-        with open(os.path.join(work, "main.py"), "w") as f:
-            f.write(code)
-        out_path, err_path = os.path.join(work, ".stdout"), os.path.join(work, ".stderr")
-        env = {"PATH": "/usr/bin:/bin", "HOME": work, "TMPDIR": work, "PYTHONDONTWRITEBYTECODE": "1",
-               "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}
-        t0 = time.time()
-        with open(out_path, "wb") as out, open(err_path, "wb") as err:
-            proc = subprocess.Popen([sys.executable, "-I", "-B", "-c", PRELUDE], cwd=work, env=env, stdout=out,
-                                    stderr=err, stdin=subprocess.PIPE,
-                                    preexec_fn=_limits(memory_mb, int(timeout) + 1, max_procs, max_file_mb))
-            try:
-                proc.communicate(stdin.encode(), timeout=timeout)
-                timed_out = False
-            except subprocess.TimeoutExpired:
-                timed_out = True
-            finally:
-                try:
-                    os.killpg(proc.pid, signal.SIGKILL)  # whatever it left behind, too
-                except ProcessLookupError:
-                    pass
-                proc.wait()
-        seconds = time.time() - t0
-        read = lambda p: open(p, "rb").read(max_output).decode("utf-8", "replace")
-        return Result(proc.returncode == 0 and not timed_out, proc.returncode, read(out_path), read(err_path),
-                      timed_out, seconds)
+        while data:
+            data = data[os.write(fd, data[:65536]):]
+    except OSError:  # the child closed stdin or died: nothing more to say
+        pass
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        os.close(fd)
+
+
+def _communicate(proc, data, timeout, cap, tail=4096):
+    """Feed stdin, read stdout/stderr (first `cap` bytes each, plus stdout's last `tail`) until EOF or the deadline;
+    then kill the whole process group. -> (out, out_tail, err, timed_out)."""
+    writer = threading.Thread(target=_feed, args=(os.dup(proc.stdin.fileno()), data), daemon=True)
+    proc.stdin.close()
+    writer.start()
+    bufs, last = {proc.stdout: bytearray(), proc.stderr: bytearray()}, bytearray()
+    sel, deadline, timed_out = selectors.DefaultSelector(), time.monotonic() + timeout, False
+    for f in bufs:
+        sel.register(f, selectors.EVENT_READ)
+    while sel.get_map():
+        left = deadline - time.monotonic()
+        if left <= 0 and not timed_out:
+            timed_out, deadline = True, time.monotonic() + 2  # killed below; collect what is left for 2 s more
+            _kill(proc)
+            continue
+        if left <= 0:
+            break
+        for key, _ in sel.select(left):
+            chunk = os.read(key.fd, 65536)
+            if not chunk:
+                sel.unregister(key.fileobj)
+                continue
+            b = bufs[key.fileobj]
+            b += chunk[:max(0, cap - len(b))]  # beyond the cap: drained and dropped, so the child never blocks
+            if key.fileobj is proc.stdout:
+                last = (last + chunk)[-tail:]
+    sel.close()
+    _kill(proc)
+    proc.wait()
+    writer.join(1)
+    return bytes(bufs[proc.stdout]), bytes(last), bytes(bufs[proc.stderr]), timed_out
+
+
+def _kill(proc):
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # bwrap and its PID-namespace init: the namespace dies with them
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _command(mode, hook, max_procs, disk_mb, unsafe):
+    """-> (argv, stage pairs, staging dir to remove) for a sandboxed run, or a plain child for unsafe=True."""
+    py = [sys.executable, "-I", "-B", "-X", "utf8", "-c", PRELUDE, mode, "1" if hook else "0", str(max_procs)]
+    if unsafe:  # a plain child in a throwaway working directory
+        return py, None, tempfile.mkdtemp(prefix="sandbox-unsafe-")
+    dirs = _python_dirs()
+    if os.geteuid() != 0:
+        return _bwrap_args(dirs, dirs, disk_mb) + py, None, None
+    stage_dir = tempfile.mkdtemp(prefix="sandbox-py-")  # root: bind each directory here, where 65534 can reach
+    os.chmod(stage_dir, 0o755)
+    stage = [(d, os.path.join(stage_dir, str(i))) for i, d in enumerate(dirs)]
+    for _, s in stage:
+        os.mkdir(s)
+    return _bwrap_args([s for _, s in stage], dirs, disk_mb) + py, stage, stage_dir
+
+
+def _run(mode, program, tests, token, stdin, timeout, memory_mb, max_procs, max_output, max_file_mb, disk_mb,
+         unsafe, hook, check=True):
+    t0 = time.time()
+    if check:
+        ok, why = available()
+        if not ok and not unsafe:
+            return Result(False, -1, "", why, False, 0.0, executed=False, reason=why)
+        unsafe = not ok  # with a sandbox at hand, unsafe=True changes nothing
+    else:
+        unsafe = False
+    enc = lambda s: s.encode("utf-8", "surrogatepass") if isinstance(s, str) else bytes(s)
+    parts = [enc(program), enc(tests), enc(token)]
+    data = " ".join(str(len(p)) for p in parts).encode() + b"\n" + b"".join(parts) + enc(stdin)
+    stage_dir = None
+    try:
+        argv, stage, stage_dir = _command(mode, hook, max_procs, disk_mb, unsafe)
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                close_fds=True, start_new_session=True, env={"PATH": "/usr/bin:/bin"},
+                                cwd=stage_dir if unsafe else None,
+                                preexec_fn=_preexec(memory_mb, int(timeout) + 1, max_file_mb, stage))
+        out, tail, err, timed_out = _communicate(proc, data, timeout, max_output)
+    except (OSError, subprocess.SubprocessError) as e:  # the sandbox could not start: a failed sample
+        return Result(False, -1, "", f"sandbox: {e}", False, time.time() - t0, executed=False, reason=str(e))
+    finally:
+        if stage_dir:
+            shutil.rmtree(stage_dir, ignore_errors=True)
+    dec = lambda b: b.decode("utf-8", "replace")
+    rc = proc.returncode
+    ok = rc == 0 and not timed_out
+    passed = ok and mode == "tests" and (b"\n" + token.encode() + b"\n") in tail
+    return Result(ok, rc, dec(out), dec(err), timed_out, time.time() - t0, passed=passed)
+
+
+@lru_cache(maxsize=1)
+def available():
+    """-> (True, "") when generated code can run behind bubblewrap here, else (False, one-line reason)."""
+    if not sys.platform.startswith("linux"):
+        return False, f"no sandbox on {sys.platform}: generated code is not run (pass --unsafe-exec to run it anyway)"
+    if not shutil.which("bwrap"):
+        return False, "bubblewrap is not installed (apt-get install bubblewrap): generated code is not run"
+    r = _run("run", "print(6 * 7)", "", "", "", 20, 1024, 16, 1000, 1, 1, False, True, check=False)
+    if r.stdout != "42\n":
+        err = (r.stderr.strip().splitlines() or ["no output"])[-1]
+        return False, f"bubblewrap cannot start a sandbox here ({err}); generated code is not run"
+    return True, ""
+
+
+def run_python(code, timeout=10.0, memory_mb=1024, max_procs=16, max_output=20_000, max_file_mb=16, disk_mb=64,
+               stdin="", unsafe=False, hook=True):
+    """Run `code` as a Python program in the sandbox. Never raises for anything the code does."""
+    return _run("run", code, "", "", stdin, timeout, memory_mb, max_procs, max_output, max_file_mb, disk_mb, unsafe,
+                hook)
+
+
+def run_tests(program, tests, timeout=10.0, unsafe=False, hook=True, **limits):
+    """Score `program` against `tests` (assert statements). `passed` needs exit status 0 AND a fresh random token
+    on stdout, which only the harness's statement after the last test writes, so exiting early (sys.exit, os._exit,
+    atexit, SystemExit, a __main__ guard) cannot pass. The token reaches the sandbox on stdin, which is swapped for
+    /dev/null before the program runs; it is never in the program's source, argv, environment or files. Both parts
+    are compiled before either runs; the tests see the builtins as they were before the program ran."""
+    token = secrets.token_hex(16)
+    kw = dict(memory_mb=1024, max_procs=16, max_output=20_000, max_file_mb=16, disk_mb=64) | limits
+    return _run("tests", program, tests, token, "", timeout, kw["memory_mb"], kw["max_procs"], kw["max_output"],
+                kw["max_file_mb"], kw["disk_mb"], unsafe, hook)

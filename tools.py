@@ -2,7 +2,7 @@
 Tools of the deliberation pattern's tool-caller (paper Table 1): <python>code</python> and <search>query</search>,
 and the decoding loop that calls them.
 
-  python   runs in sandbox.py (own process, timeouts, memory and process limits, no network, throwaway folder);
+  python   runs in sandbox.py (bubblewrap: namespaces, read-only system, capped tmpfs, limits, no network);
            the result is what the code printed, or its error, or that it timed out.
   search   ranks passages of a LOCAL document collection (a JSONL file of {"title", "text"} rows) by a simple
            lexical score (BM25); with no collection configured it says so, never a made-up result.
@@ -55,6 +55,8 @@ def run_tool(name, body, search=None, timeout=10.0):
     """-> the text that goes back inside <result>...</result>."""
     if name == "python":
         r = run_python(body.strip("\n"), timeout=timeout)
+        if not r.executed:  # no sandbox here: the code is not run, and the model is told so
+            return f"not run: {r.reason}"
         if r.timed_out:
             return f"error: timed out after {timeout:g} s"
         if not r.ok:

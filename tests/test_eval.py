@@ -1,4 +1,4 @@
-"""Strict scoring, the sandbox, and every benchmark's loader + scorer on canonical answers."""
+"""Strict scoring and every benchmark's loader + scorer on canonical answers."""
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -6,8 +6,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import evaluate
+import sandbox
 from benchmarks import USER_PATHS
-from sandbox import run_python
 from scoring import extract_choice, extract_math, last_boxed, math_equal, qa_scores, score_choice, score_math
 
 # (model output, gold, expected verdict)
@@ -85,40 +85,12 @@ def test_qa_em_and_f1(pred, gold, em, f1):
     assert qa_scores(pred, gold) == pytest.approx((em, f1))
 
 
-# ---- sandbox ------------------------------------------------------------------------------------------------
+# ---- code scoring (sandbox.run_tests; its attack suite is tests/test_sandbox.py) -----------------------------
 
-BAD = {
-    "infinite loop": "while True:\n    pass\n",
-    "fork bomb": "import os\nwhile True:\n    os.fork()\n",
-    "10 GB allocation": "x = bytearray(10 * 2**30)\nprint(len(x))\n",
-    "network": "import socket\nsocket.create_connection(('93.184.216.34', 80), timeout=2)\nprint('connected')\n",
-    "loopback": "import socket\ns = socket.socket()\ns.connect(('127.0.0.1', 22))\n",
-    "write outside": "open('/tmp/recursivemas_sandbox_escape.txt', 'w').write('x')\n",
-    "write parent": "open('../recursivemas_escape.txt', 'w').write('x')\n",
-    "subprocess": "import subprocess\nsubprocess.run(['true'])\n",
-}
+needs_sandbox = pytest.mark.skipif(not sandbox.available()[0], reason=sandbox.available()[1])
 
 
-@pytest.mark.parametrize("name", list(BAD))
-def test_sandbox_contains_bad_code(name):
-    if os.path.exists("/tmp/recursivemas_sandbox_escape.txt"):
-        os.remove("/tmp/recursivemas_sandbox_escape.txt")
-    t0 = time.time()
-    r = run_python(BAD[name], timeout=3)
-    assert not r.ok
-    assert time.time() - t0 < 3 + 2  # ends within the time limit (plus process start-up)
-    assert "connected" not in r.stdout
-    assert not os.path.exists("/tmp/recursivemas_sandbox_escape.txt")
-    assert run_python("print(6 * 7)").stdout == "42\n"  # and the next sample runs normally
-
-
-def test_sandbox_caps_output_and_passes_correct_code():
-    r = run_python("print('x' * 10**6)", max_output=1000)
-    assert len(r.stdout) == 1000
-    ok = run_python("def add(a, b):\n    return a + b\nassert add(2, 3) == 5\n")
-    assert ok.ok and ok.returncode == 0
-
-
+@needs_sandbox
 def test_score_of_a_looping_code_answer_is_a_failed_sample():
     item = evaluate.load_benchmark("humaneval")[0]
     t0 = time.time()
@@ -139,6 +111,8 @@ def test_every_benchmark_loads_and_scores_canonical_answers(name):
         flag, env = USER_PATHS[name]
         if not os.path.isfile(os.environ.get(env, "")):
             pytest.skip(f"{name} is not shipped: set {env}=FILE (what {flag} takes) to test it")
+    if name in ("humaneval", "mbpp") and not sandbox.available()[0]:
+        pytest.skip(sandbox.available()[1])
     items = evaluate.load_benchmark(name)
     assert len(items) >= 30
     for it in items[:3]:
@@ -146,6 +120,7 @@ def test_every_benchmark_loads_and_scores_canonical_answers(name):
         assert not evaluate.score(it, "I do not know.")[1]
 
 
+@needs_sandbox
 @pytest.mark.parametrize("name,n", [("humaneval", 164), ("mbpp", 500)])
 def test_all_canonical_code_solutions_pass_in_the_sandbox(name, n):
     items = evaluate.load_benchmark(name)
