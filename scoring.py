@@ -75,7 +75,7 @@ CORRECTION = re.compile(r"\b(?:then|wait|actually|instead|no|not|but|or|rather|c
 STATED = re.compile(r"final answer(?:[ \t]+is)?[ \t]*\**[ \t]*[:=]?|\bthe answer is[ \t]*:?"
                     r"|^[ \t>*#]*answer[ \t]*\**[ \t]*:|^[ \t]*####|^[ \t>*#]*answer(?=[ \t]*(?:\$|\\\(|\\\[))",
                     re.I | re.M)
-MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$([^$\n]+)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.S)
+MATH_SPAN = re.compile(r"\$\$(.+?)\$\$|\$((?:\\\$|[^$\n])+)\$|\\\(([^\n]+?)\\\)|\\\[(.+?)\\\]", re.S)
 
 
 def _stated_value(rest, plain_ok):
@@ -167,7 +167,8 @@ def to_number(s):
 
 UNIT = r"(?:\\(?:text|mbox|mathrm|textnormal)\{\s*[A-Za-z. ]+\}|\b(?:cm|mm|km|m|in|ft|inches|feet|meters|units))"
 GUARDS = [("base", re.compile(r"(?<=\d)_\{?(\d+)\}?")),           # 2516_8 vs 2516_9
-          ("unit exponent", re.compile(UNIT + r"\s*\^\{?(\d)\}?"))]  # cm^2 vs cm^3
+          ("unit exponent", re.compile(UNIT + r"\s*\^\{?(\d)\}?")),  # cm^2 vs cm^3
+          ("label", re.compile(r"^\s*([a-zA-Z])\s*=(?!=)"))]            # y=5 vs x=5 (one label alone is dropped)
 
 
 def _conflict(pred, gold):
