@@ -1,16 +1,18 @@
 """
-Strict scoring. What the model wrote must state its answer; nothing is guessed for it (no first-integer match, no
-default letter).
+Strict scoring for the paper's benchmarks. What the model wrote must state its answer; nothing is guessed for it
+(no first-integer match, no default letter).
 
   math     the LAST stated answer, whichever form: \\boxed{..} / \\fbox{..}, "The final answer is X" (the Minerva line
            "Final Answer: The final answer is $X$. I hope it is correct."), "Answer: X", GSM8K's "#### X"; several
-           boxes in the last sentence ("\\boxed{-2} and \\boxed{1}") are read as one list. Equal when, in this order:
-             exact        the normalised LaTeX strings are equal
+           boxes in the last sentence ("\\boxed{-2} and \\boxed{1}") are read as one list. An explicit disagreement
+           is never equal: another base (2516_8 vs 2516_9), another unit power (cm^2 vs cm^3), another label
+           (y=5 vs x=5). Otherwise equal when, in this order:
+             exact        the normalised LaTeX strings are equal (\\sqrt2 = \\sqrt{2}, x^{2} = x^2, 10{,}455 = 10455)
              numeric      both are exact rationals of equal value (4.6667 is not 14/3)
-             math-verify  Hugging Face's math-verify (sympy) says so, and no guard objects: number bases
-                          (2516_8 vs 2516_9), unit exponents (cm^2 vs cm^3), word answers, and decimals are
-                          compared to 12 places, not 6 (0.0833333 is not 1/12)
-           otherwise `none`; `no-answer` when nothing was stated.
+             math-verify  Hugging Face's math-verify (sympy) says so: on sympy results only (not its string
+                          fallback), with \\mathrm{e} read as e, decimals compared to 12 places, not 6
+                          (0.0833333 is not 1/12), and never for two plain words (sympy: a product of letters)
+           otherwise `none`; `no-answer` when nothing was stated. judge_math / judge_choice return the rule.
   choice   an explicitly stated letter ("The answer is (C)", "The answer is **(C)**", "Answer: $C$", \\boxed{C},
            \\text{(C)}, or a line holding only the letter); unparseable = wrong (the released scorer defaults to "A").
   qa       exact match and token F1 after SQuAD normalisation, on the boxed / "answer:" span or the first line.
@@ -137,7 +139,8 @@ def normalize_math(s):
     s = re.sub(r"(\d)(?:,|\{,\})(?=\d{3}(?!\d))", r"\1", s)  # thousands: 1,000,000 / 10{,}455 (not "32, 349")
     s = re.sub(r"\s+", "", s)
     s = re.sub(r"^[a-zA-Z]\s*=", "", s)  # "x=5" -> "5"
-    units = r"(?:dollars?|cents?|units?|degrees?|cm|m|km|kg|g|inches|inch|feet|foot|ft|hours?|minutes?|seconds?|mph|meters?|miles?|pounds?|years?|days?)"
+    units = (r"(?:dollars?|cents?|units?|degrees?|cm|m|km|kg|g|inches|inch|feet|foot|ft|hours?|minutes?|seconds?|mph"
+             r"|meters?|miles?|pounds?|years?|days?)")
     s = re.sub(r"(?<=\d)" + units + r"\^?\d*$", "", s)
     s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)  # \frac12 -> \frac{1}{2}
     s = re.sub(r"\\frac(\d)\{", r"\\frac{\1}{", s)  # \frac9{19} -> \frac{9}{19}
@@ -246,9 +249,10 @@ def score_math(text, gold):
 
 DECOR = r"[\s:*$(\[{]*(?:\\(?:text|textbf|mathrm|mathbf|boxed)\{[\s(]*)?"  # "**(", "$", "\text{(" before a letter
 END = r"(?![A-Za-z])"
-CHOICE = [r"(?i:answer is)" + DECOR + r"([A-J])" + END, r"^[ \t>*#]*(?i:answer)[ \t]*\**[ \t]*:" + DECOR + r"([A-J])" + END,
+CHOICE = [r"(?i:answer is)" + DECOR + r"([A-J])" + END,  # letters: capitals only
+          r"^[ \t>*#]*(?i:answer)[ \t]*\**[ \t]*:" + DECOR + r"([A-J])" + END,
           r"\\boxed\{\s*(?:\\text(?:bf)?\{)?\s*\(?([A-J])\)?\s*\}", r"\\text(?:bf)?\{\s*\(([A-J])\)\s*\}",
-          r"^\s*\**\(?([A-J])\)?\**[.:]?\s*$", r"(?i:option)\s*\(?([A-J])\)?\s*(?i:is correct)"]  # letters: capitals only
+          r"^\s*\**\(?([A-J])\)?\**[.:]?\s*$", r"(?i:option)\s*\(?([A-J])\)?\s*(?i:is correct)"]
 
 
 def extract_choice(text, letters="ABCD"):
