@@ -192,6 +192,11 @@ def _for_math_verify(s):
     return "\\boxed{" + s + "}"
 
 
+def _too_big(s):
+    """A power tower or a huge exponent: sympy would evaluate it in C, holding the interpreter past any timeout."""
+    return bool(re.search(r"\^\s*\{[^{}]*\^|\^\s*\{?\s*\d{4}|\d{60}|\d{3,}\s*!", s))
+
+
 def _math_verify(pred, gold, seconds=5):
     """math-verify's verdict, sympy results only (its string fallback would call "-..." equal to "-...").
     Its timeouts are signal alarms, which work in the main thread only: elsewhere it runs in a daemon thread that is
@@ -224,7 +229,9 @@ def math_verdict(pred, gold):
     a, b = to_number(p), to_number(g)
     if a is not None and b is not None:
         return (True, "numeric") if a == b else (False, "none")
-    if not (_words(pred) and _words(gold)) and _math_verify(pred, gold):  # sympy: Evelny = E*v*e*l*n*y = Evelyn
+    if _too_big(pred) or _too_big(gold) or (_words(pred) and _words(gold)):  # sympy: Evelny = E*v*e*l*n*y = Evelyn
+        return False, "none"
+    if _math_verify(pred, gold):
         return True, "math-verify"
     return False, "none"
 
