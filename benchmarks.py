@@ -19,17 +19,6 @@ import scoring
 from model import UserError
 from sandbox import run_tests
 
-if not hasattr(scoring, "judge_math"):  # shim until scoring.judge_* lands
-    def _judge_math(text, gold):
-        pred, ok = scoring.score_math(text, gold)
-        return pred, ok, "boxed" if scoring.last_boxed(text) is not None else "answer line" if pred else "no answer"
-
-    def _judge_choice(text, gold, letters="ABCD"):
-        pred, ok = scoring.score_choice(text, gold, letters)
-        return pred, ok, "stated letter" if pred else "no answer"
-
-    scoring.judge_math, scoring.judge_choice = _judge_math, _judge_choice
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 D = os.path.join(HERE, "data")
 USER_PATHS = {"gpqa_diamond": ("--gpqa-path", "GPQA_PATH"), "bamboogle": ("--bamboogle-path", "BAMBOOGLE_PATH"),

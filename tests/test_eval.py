@@ -1,4 +1,4 @@
-"""Strict scoring and every benchmark's loader + scorer on canonical answers."""
+"""Every benchmark's loader + scorer on canonical answers (the scorer: test_scoring.py; the sandbox: test_sandbox.py)."""
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -8,82 +8,6 @@ import pytest
 import evaluate
 import sandbox
 from benchmarks import USER_PATHS
-from scoring import extract_choice, extract_math, last_boxed, math_equal, qa_scores, score_choice, score_math
-
-# (model output, gold, expected verdict)
-MATH_CASES = [
-    ("so the answer is \\boxed{14/3}", "14/3", True),
-    ("\\boxed{4}", "14/3", False),                       # the lenient first-integer scorer's false positive
-    ("I get 14/3, so \\boxed{4}", "4", True),             # the LAST boxed counts, not the first number
-    ("The answer is 14 or maybe 3. \\boxed{14/3}", "4", False),
-    ("\\boxed{\\frac{14}{3}}", "14/3", True),
-    ("\\boxed{\\dfrac{14}{3}}", "\\frac{14}{3}", True),
-    ("\\boxed{\\frac{28}{6}}", "14/3", True),              # exact rational equivalence
-    ("\\boxed{4.6667}", "14/3", False),                  # close is not equal
-    ("\\boxed{1,000}", "1000", True),                    # thousands separator
-    ("\\boxed{1000.00}", "1000", True),                  # trailing zeros
-    ("\\boxed{27.0}", "27", True),
-    ("\\boxed{\\$18}", "18", True),
-    ("\\boxed{18 \\text{ dollars}}", "18", True),         # units
-    ("\\boxed{45^\\circ}", "45", True),
-    ("\\boxed{x = 5}", "5", True),
-    ("\\boxed{-\\frac{1}{2}}", "-0.5", True),
-    ("\\boxed{\\left( 3, \\frac{\\pi}{2} \\right)}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
-    ("\\boxed{(3,\\frac{\\pi}{2})}", "\\left( 3, \\frac{\\pi}{2} \\right)", True),
-    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt3}{2}", False),  # no symbolic algebra: stated, not guessed
-    ("The answer is 72", "72", True),                    # explicit final-answer line as fallback
-    ("Final answer: 72.", "72", True),
-    ("We compute 48 + 24 = 72 clips.", "72", False),      # no boxed, no answer line: unparseable = wrong
-    ("\\boxed{7", "7", False),                           # unclosed brace
-    ("\\boxed{\\frac{1}{2}} and then \\boxed{3}", "3", True),
-    ("\\boxed{12}", "120", False),
-    ("\\boxed{0.5}", "1/2", True),
-    ("\\boxed{50\\%}", "50", True),
-]
-
-
-@pytest.mark.parametrize("text,gold,ok", MATH_CASES)
-def test_math_scoring(text, gold, ok):
-    assert score_math(text, gold)[1] is ok
-
-
-def test_last_boxed_balances_braces():
-    assert last_boxed("\\boxed{\\frac{a}{b}} x \\boxed{\\frac{1}{\\sqrt{2}}}") == "\\frac{1}{\\sqrt{2}}"
-    assert last_boxed("nothing here") is None
-    assert extract_math("no answer at all") is None
-
-
-CHOICE_CASES = [
-    ("The answer is (C).", "C", True),
-    ("Answer: B", "B", True),
-    ("\\boxed{D}", "D", True),
-    ("I think A is tempting, but the answer is (B)", "B", True),
-    ("I am not sure.", "A", False),                      # the released scorer defaults to "A": we do not
-    ("", "A", False),
-    ("The answer is (E)", "E", False),                   # not an option of a 4-choice question
-    ("A patient presents with ...", "A", False),         # a word starting with A is not a choice
-    ("(C)", "C", True),
-    ("The answer is (A). Wait, actually the answer is (D).", "D", True),
-]
-
-
-@pytest.mark.parametrize("text,gold,ok", CHOICE_CASES)
-def test_choice_scoring(text, gold, ok):
-    assert score_choice(text, gold)[1] is ok
-
-
-def test_unparseable_choice_is_none():
-    assert extract_choice("Hmm, hard to say.") is None
-
-
-@pytest.mark.parametrize("pred,gold,em,f1", [
-    ("The Eiffel Tower", "eiffel tower", 1.0, 1.0),
-    ("yes", "no", 0.0, 0.0),
-    ("Paris, France", "Paris", 0.0, 2 / 3),
-])
-def test_qa_em_and_f1(pred, gold, em, f1):
-    assert qa_scores(pred, gold) == pytest.approx((em, f1))
-
 
 # ---- code scoring (sandbox.run_tests; its attack suite is tests/test_sandbox.py) -----------------------------
 
