@@ -272,7 +272,7 @@ class Parser(argparse.ArgumentParser):
     """argparse, with bad input reported as ONE line on stderr (no usage block) and exit code 2."""
 
     def error(self, message):
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(2)
 
 
