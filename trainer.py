@@ -125,11 +125,11 @@ def batch_for(rows, step, batch_size, seed, rank=0, world=1):
 
 # ----------------------------------------------------------------------------------------------------------------
 # What is trained, and how it is saved: the system's links by default; train_single.py passes its own object with
-# the same three members (name, save(path, extra), load(path)).
+# the same members (name: the checkpoint's file name, label: for the log, save(path, extra), load(path)).
 
 class LinkWeights:
     """The RecursiveLinks of a System, saved as OUT/links.* (agents.py / evaluate.py --links OUT/links)."""
-    name = "links"
+    name, label = "links", "link"
 
     def __init__(self, system):
         self.system = system
@@ -299,8 +299,9 @@ def train(system, params, loss_fn, rows, args, weights=None):
         log(rank, f"resumed from step {start} in {args.out}")
     n_train = sum(p.numel() for p in params)
     n_frozen = sum(bb.num_params() for bb in {id(b): b for b in system.backbones}.values())
-    of = "frozen" if weights.name == "links" else "the backbone's"
-    log(rank, f"training {n_train:,} {weights.name} parameters ({100 * n_train / n_frozen:.2f}% of {n_frozen:,} {of}), "
+    of = "frozen" if weights.name == "links" else "the backbone"
+    log(rank, f"training {n_train:,} {weights.label} parameters ({100 * n_train / n_frozen:.2f}% of {n_frozen:,} "
+              f"{'frozen' if weights.name == 'links' else 'in the backbone'}), "
               f"steps {start}->{args.steps}, batch {args.batch_size} x {world} rank(s), lr {args.lr}")
     device = system.backbones[-1].device
     if str(device).startswith("cuda"):
