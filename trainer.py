@@ -3,7 +3,7 @@ The training loop every trainer shares (train_inner.py, train_outer.py: the link
 the full weights of one agent).
 
 AdamW (0.9, 0.95), linear warm-up then cosine decay, grad-clip 1.0; progress lines with loss, steps/s and ETA;
-atomic checkpoints that hold the links plus the optimizer and schedule state, and --resume that continues from the
+atomic checkpoints that hold the trained weights plus the optimizer and schedule state, and --resume that continues from the
 newest one; a non-finite loss stops the run and keeps the last good checkpoint; several GPUs through torchrun
 (each rank takes its share of the batch, gradients are averaged with torch.distributed.all_reduce).
 
@@ -72,7 +72,7 @@ def positive_float(text):
 
 
 def add_args(p, steps, lr, batch):
-    """The options both stages share."""
+    """The options every trainer shares (numbers are checked here, at parse time)."""
     p.add_argument("--agents", default="smollm,smollm",
                    help="comma-separated aliases, hub ids, folders or .gguf files; or a preset like paper-light")
     p.add_argument("--pattern", default="sequential", choices=["sequential", "mixture", "distillation", "deliberation"])
