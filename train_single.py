@@ -102,8 +102,8 @@ def check_meta(info, want, path):
                         f"pass the matching method")
     for key in ("base_model", "hidden_size", "lora"):
         if info.get(key) != want.get(key):
-            raise UserError(f"'{path}' was trained for {key} {info.get(key)}, not {want.get(key)} "
-                            f"({want['base_model']}); pick the matching agent or checkpoint")
+            raise UserError(f"'{path}' was trained for {key} {info.get(key)}, not {want.get(key)}; "
+                            f"pick the matching agent or checkpoint")
 
 
 def trained_backbone(backbone, method, path):
