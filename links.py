@@ -17,8 +17,10 @@ The scale maps the link's output to the size of the embeddings it stands in for:
 output has unit RMS), out_rms / in_rms otherwise. Residual branches start at zero, so an untrained link is
 "identity times the right scale".
 
-A checkpoint holds link weights only: one .safetensors file plus one .json saying what each link connects.
+A checkpoint holds link weights only: one .safetensors file plus one .json saying what each link connects and the
+tensor file's sha256 (save_tensors / load_tensors, which train_single.py's adapters and full weights use too).
 """
+import hashlib
 import json
 import os
 import tempfile
@@ -91,37 +93,102 @@ class RecursiveLink(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: {name: link} -> <path>.safetensors + <path>.json
+# Checkpoints: <path>.safetensors (the tensors) + <path>.json (what they are, and the tensor file's sha256).
+# The tensor file is written first, the JSON last, each to a temp name and renamed: a reader that finds a JSON whose
+# checksum does not match the tensor file is looking at a corrupt or half-written checkpoint and refuses it.
 
-def save_links(path, links, meta):
-    """Write link weights and a JSON of what they connect. Each file is written to a temp name and renamed, so an
-    interrupted save never leaves a half-written checkpoint behind."""
+class CheckpointError(ValueError):
+    """A checkpoint that is missing a part, corrupt, half-written or not finite; the message names the file."""
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _replace_atomic(folder, path, write):
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def save_tensors(path, tensors, info):
+    """Write {name: tensor} to <path>.safetensors and `info` plus the file's sha256 to <path>.json (written last).
+    Refuses non-finite tensors (a checkpoint that can never be loaded)."""
     from safetensors.torch import save_file
-    tensors = {f"{name}.{k}": v.detach().contiguous().cpu() for name, link in links.items()
-               for k, v in link.state_dict().items()}
-    info = dict(meta, links={name: dict(kind=l.kind, variant=l.variant, d_in=l.d_in, d_out=l.d_out)
-                             for name, l in links.items()})
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"refusing to save '{path}': tensor {bad[0]} is not finite")
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    for suffix, write in ((".safetensors", lambda f: save_file(tensors, f)),
-                          (".json", lambda f: open(f, "w").write(json.dumps(info, indent=1)))):
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-        os.close(fd)
-        write(tmp)
-        os.replace(tmp, path + suffix)
+    _replace_atomic(folder, path + ".safetensors", lambda f: save_file(tensors, f))
+    info = dict(info, sha256=sha256_file(path + ".safetensors"))
+    _replace_atomic(folder, path + ".json", lambda f: open(f, "w").write(json.dumps(info, indent=1)))
+
+
+def read_meta(path):
+    """The JSON of a checkpoint saved by save_tensors; CheckpointError naming the file when it is missing or broken."""
+    for suffix in (".safetensors", ".json"):
+        if not os.path.exists(path + suffix):
+            raise FileNotFoundError(f"no checkpoint at '{path}' (expected {path}.safetensors and {path}.json; "
+                                    f"{path}{suffix} is missing)")
+    try:
+        with open(path + ".json") as f:
+            info = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"checkpoint '{path}.json' is not valid JSON ({e}); it is corrupt or half-written")
+    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
+        raise CheckpointError(f"checkpoint '{path}.json' has no sha256 of its tensor file; it is incomplete "
+                              f"(or written by an older version): save it again")
+    return info
+
+
+def load_tensors(path):
+    """(tensors, info) of a checkpoint saved by save_tensors, verified: the tensor file's sha256 matches the JSON's,
+    it parses, and every tensor is finite. Otherwise CheckpointError with one line naming the file."""
+    from safetensors.torch import load_file
+    info = read_meta(path)
+    if sha256_file(path + ".safetensors") != info["sha256"]:
+        raise CheckpointError(f"checkpoint '{path}.safetensors' does not match the sha256 in {path}.json: the file "
+                              f"is corrupt or was not fully written; use another checkpoint or train again")
+    try:
+        tensors = load_file(path + ".safetensors")
+    except Exception as e:  # a file that matches its checksum but does not parse: written by something else
+        raise CheckpointError(f"checkpoint '{path}.safetensors' is not a readable safetensors file ({e})") from None
+    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"checkpoint '{path}.safetensors' holds non-finite values (tensor {bad[0]}); refusing it")
+    return tensors, info
+
+
+def save_links(path, links, meta):
+    """Write {name: link}'s weights and a JSON of what each link connects (save_tensors: checksummed, atomic)."""
+    tensors = {f"{name}.{k}": v for name, link in links.items() for k, v in link.state_dict().items()}
+    info = dict(meta, links={name: dict(kind=l.kind, variant=l.variant, d_in=l.d_in, d_out=l.d_out)
+                             for name, l in links.items()})
+    save_tensors(path, tensors, info)
 
 
 def read_link_meta(path):
-    if not os.path.exists(path + ".json") or not os.path.exists(path + ".safetensors"):
-        raise FileNotFoundError(f"no link checkpoint at '{path}' (expected {path}.safetensors and {path}.json)")
-    with open(path + ".json") as f:
-        return json.load(f)
+    """The JSON of a link checkpoint (FileNotFoundError / CheckpointError naming the file when it is broken)."""
+    info = read_meta(path)
+    if not isinstance(info.get("links"), dict):
+        raise CheckpointError(f"checkpoint '{path}.json' has no 'links' entry: it is not a link checkpoint")
+    return info
 
 
 def load_links(path, links):
     """Load weights saved by save_links into {name: link}. Raises ValueError naming the problem when the checkpoint
-    connects other agents or other hidden sizes than `links`."""
-    from safetensors.torch import load_file
+    connects other agents or other hidden sizes than `links`, or is corrupt, half-written or not finite."""
     info = read_link_meta(path)
     saved = info["links"]
     if set(saved) != set(links):
@@ -136,7 +203,12 @@ def load_links(path, links):
         if (s["kind"], s["variant"]) != (link.kind, link.variant):
             raise ValueError(f"link '{name}' in checkpoint '{path}' is {s['kind']}/{s['variant']}, "
                              f"expected {link.kind}/{link.variant}; pass --link-variant {s['variant']}")
-    tensors = load_file(path + ".safetensors")
+    tensors, _ = load_tensors(path)
     for name, link in links.items():
-        link.load_state_dict({k[len(name) + 1:]: v for k, v in tensors.items() if k.startswith(name + ".")})
+        want = {f"{name}.{k}" for k in link.state_dict()}
+        got = {k for k in tensors if k.startswith(name + ".")}
+        if got != want:
+            raise CheckpointError(f"checkpoint '{path}.safetensors' lacks or adds tensors for link '{name}' "
+                                  f"({sorted(want ^ got)[:3]}); it does not fit its own JSON")
+        link.load_state_dict({k[len(name) + 1:]: tensors[k] for k in want})
     return info

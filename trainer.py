@@ -1,17 +1,22 @@
 """
-The training loop both stages share (train_inner.py, train_outer.py): only RecursiveLink parameters learn.
+The training loop every trainer shares (train_inner.py, train_outer.py: the links; train_single.py: a LoRA adapter or
+the full weights of one agent).
 
 AdamW (0.9, 0.95), linear warm-up then cosine decay, grad-clip 1.0; progress lines with loss, steps/s and ETA;
-atomic checkpoints that hold the links plus the optimizer and schedule state, and --resume that continues from the
+atomic checkpoints that hold the trained weights plus the optimizer and schedule state, and --resume that continues from the
 newest one; a non-finite loss stops the run and keeps the last good checkpoint; several GPUs through torchrun
 (each rank takes its share of the batch, gradients are averaged with torch.distributed.all_reduce).
 
-A run folder looks like:
-    OUT/links.safetensors, OUT/links.json     the newest links (what agents.py / evaluate.py --links OUT/links load)
-    OUT/step-000040/                          links + state.pt (optimizer, schedule, step, losses) for --resume
-    OUT/latest                                the name of the newest step folder
-Batches are a pure function of (seed, step), so a resumed run sees the same data as an uninterrupted one.
+A run folder looks like (NAME: links, adapter or weights):
+    OUT/NAME.safetensors, OUT/NAME.json   the newest weights (what agents.py / evaluate.py --links OUT/links load)
+    OUT/step-000040/                      NAME.* + state.pt (optimizer, schedule, losses) + run.json (step, args)
+    OUT/latest                            the name of the newest step folder
+Batches and the random state (dropout) are a pure function of (seed, step), so a resumed run computes what an
+uninterrupted one does. Nothing is lost: a non-empty OUT needs --resume or --overwrite; OUT is checked writable before
+the first step; every checkpoint is written to a .tmp- name and renamed (stale ones are removed at start); a resume
+that would change what is trained (--agents, --train-inner, --method, ...) is refused.
 """
+import json
 import math
 import os
 import random
@@ -25,9 +30,16 @@ import torch
 import torch.distributed as dist
 
 from agents import add_system_args, checked, count, positive_int, text
+from links import CheckpointError
 from model import UserError
 
+# Settings that decide WHAT is trained: a --resume must not change them (the rest may change, with a note).
+TRAINED_BY = ("stage", "agents", "pattern", "link_variant", "train_inner", "method", "lora_r", "lora_alpha",
+              "lora_dropout", "lora_targets")
+RUN_FILES = ("links", "adapter", "weights")  # what a run folder may hold besides step-*/, latest and .tmp-*
 
+
+positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 learning_rate = checked(float, lambda v: 0 < v < 1, "a learning rate in (0, 1)")
 
 
@@ -47,6 +59,7 @@ def add_args(p, steps, lr, batch):
     p.add_argument("--out", default=None, help="run folder for checkpoints (default runs/<stage>)")
     p.add_argument("--ckpt-every", type=positive_int, default=20, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete the run in --out first and start afresh")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches and of torch")
     p.add_argument("--log-every", type=positive_int, default=5, help="a progress line every N steps")
 
@@ -77,21 +90,140 @@ def batch_for(rows, step, batch_size, seed, rank=0, world=1):
     return picked[rank::world]
 
 
-def save_checkpoint(out, system, opt, sched, step, losses, args):
-    """Write OUT/step-N/ to a temp folder and rename it (atomic), then point OUT/latest at it, then refresh OUT/links."""
-    os.makedirs(out, exist_ok=True)
-    name = f"step-{step:06d}"
+# ----------------------------------------------------------------------------------------------------------------
+# What is trained, and how it is saved: the system's links by default; train_single.py passes its own object with
+# the same members (name: the checkpoint's file name, label: for the log, save(path, extra), load(path)).
+
+class LinkWeights:
+    """The RecursiveLinks of a System, saved as OUT/links.* (agents.py / evaluate.py --links OUT/links)."""
+    name, label = "links", "link"
+
+    def __init__(self, system):
+        self.system = system
+
+    def save(self, path, extra):
+        self.system.save_links(path, extra)
+
+    def load(self, path):
+        self.system.load_links(path)  # a UserError naming the file when it is corrupt or for other agents
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run folder
+
+def _simple_args(args):
+    return {k: v for k, v in vars(args).items()
+            if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
+
+
+def _checkpoint_args(out):
+    """The args stored with the checkpoint OUT/latest names, or None when there is none."""
+    latest = os.path.join(out, "latest")
+    if not os.path.exists(latest):
+        return None
+    run = os.path.join(out, open(latest).read().strip(), "run.json")
+    try:
+        with open(run) as f:
+            return json.load(f)["args"]
+    except (OSError, ValueError, KeyError) as e:
+        raise UserError(f"--resume: cannot read '{run}' ({e}); the checkpoint is incomplete") from None
+
+
+def _remove(path):
+    """Rename to a .tmp- name first, so a kill half-way through leaves only something prepare_out cleans up."""
+    gone = os.path.join(os.path.dirname(path), f".tmp-gone-{os.getpid()}-{os.path.basename(path)}")
+    os.replace(path, gone)
+    _delete(gone)
+
+
+def _delete(path):
+    shutil.rmtree(path) if os.path.isdir(path) and not os.path.islink(path) else os.remove(path)
+
+
+def prepare_out(args):
+    """Check and prepare the run folder args.out before any work (idempotent, so train() calls it again):
+    stale .tmp-* entries removed; a non-empty folder needs --resume (whose checkpoint must train the same thing)
+    or --overwrite (which deletes the old run's files, and only those); the folder must be writable.
+    The scripts call it right after parsing, so a mistake costs no model loading; train() calls it when they did not."""
+    if getattr(args, "_out_ready", False):
+        return
+    out, resume, overwrite = args.out, args.resume, getattr(args, "overwrite", False)
+    first = int(os.environ.get("RANK", "0")) == 0  # under torchrun only rank 0 writes, cleans or deletes
+    if resume and overwrite:
+        raise UserError("--resume and --overwrite contradict each other: pick one")
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise UserError(f"--out '{out}' is a file, not a folder; pass another --out")
+    if os.path.isdir(out):
+        for name in os.listdir(out) if first else []:
+            if name.startswith(".tmp-"):  # left by a run that was killed while writing
+                _delete(os.path.join(out, name))
+        ours = lambda n: (n.startswith("step-") or n == "latest"
+                          or any(n in (f + ".safetensors", f + ".json") for f in RUN_FILES))
+        entries = [n for n in os.listdir(out) if not n.startswith(".tmp-")]
+        if overwrite and first:
+            others = [n for n in entries if not ours(n)]
+            if others:
+                raise UserError(f"--overwrite: '{out}' holds files that are not a training run's "
+                                f"({', '.join(sorted(others)[:3])}); pick another --out")
+            for n in entries:
+                _remove(os.path.join(out, n))
+        elif entries and not resume:
+            raise UserError(f"--out '{out}' already holds a run; continue it with --resume, replace it with "
+                            f"--overwrite, or pick another --out")
+    if resume:
+        saved = _checkpoint_args(out)
+        if saved is None:
+            raise UserError(f"--resume: no checkpoint in '{out}' (no '{os.path.join(out, 'latest')}'); "
+                            f"start without --resume")
+        now = _simple_args(args)
+        changed = [k for k in TRAINED_BY if saved.get(k) != now.get(k) and (k in saved or k in now)]
+        if changed:
+            k = changed[0]
+            raise UserError(f"--resume would change what is trained: --{k.replace('_', '-')} was {saved.get(k)!r} "
+                            f"in '{out}', now {now.get(k)!r}; resume with the same setting, or start with --overwrite")
+        quiet = set(TRAINED_BY) | {"resume", "overwrite", "out", "log_every", "ckpt_every"}
+        notes = [f"--{k.replace('_', '-')} {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now))
+                 if k not in quiet and saved.get(k) != now.get(k)]
+        if notes and first:
+            print(f"note: resuming with changed settings: {', '.join(notes)}", flush=True)
+    try:
+        os.makedirs(out, exist_ok=True)
+        if not first:
+            return
+        fd, probe = tempfile.mkstemp(dir=out, prefix=".tmp-probe-")
+        os.write(fd, b"ok")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise UserError(f"--out '{out}' is not writable ({e.strerror}); pass a folder you can write to") from None
+    args._out_ready = True
+
+
+def save_checkpoint(out, weights, opt, sched, step, losses, args):
+    """OUT/step-N/ is written in a temp folder and renamed (atomic), then OUT/latest points at it, then OUT/NAME.*
+    (hard links to the step's files where the file system allows, else copies) are refreshed, the tensor file
+    first and its JSON (holding the tensor file's checksum) last; then older step folders are pruned."""
+    name, extra = f"step-{step:06d}", dict(step=step, stage=args.stage, args=_simple_args(args))
     tmp = tempfile.mkdtemp(dir=out, prefix=".tmp-")
-    system.save_links(os.path.join(tmp, "links"), extra=dict(step=step, stage=args.stage))
-    torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step, losses=losses,
-                    args={k: v for k, v in vars(args).items() if isinstance(v, (int, float, str, bool, type(None)))}),
+    weights.save(os.path.join(tmp, weights.name), extra)
+    torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step, losses=losses),
                os.path.join(tmp, "state.pt"))
-    shutil.rmtree(os.path.join(out, name), ignore_errors=True)
+    with open(os.path.join(tmp, "run.json"), "w") as f:
+        json.dump(dict(step=step, args=_simple_args(args)), f, indent=1)
+    if os.path.exists(os.path.join(out, name)):
+        _remove(os.path.join(out, name))
     os.replace(tmp, os.path.join(out, name))
     _write_atomic(os.path.join(out, "latest"), name)
-    system.save_links(os.path.join(out, "links"), extra=dict(step=step, stage=args.stage))
-    for old in sorted(d for d in os.listdir(out) if d.startswith("step-"))[:-2]:  # keep the newest two
-        shutil.rmtree(os.path.join(out, old), ignore_errors=True)
+    for suffix in (".safetensors", ".json"):  # the JSON last: its checksum vouches for the tensor file
+        src, tmp = os.path.join(out, name, weights.name + suffix), os.path.join(out, f".tmp-{os.getpid()}{suffix}")
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
+        os.replace(tmp, os.path.join(out, weights.name + suffix))
+    steps = sorted(d for d in os.listdir(out) if d.startswith("step-"))
+    for old in [d for d in steps if d != name and d not in steps[:steps.index(name)][-1:]]:  # keep this and the last
+        _remove(os.path.join(out, old))
 
 
 def _write_atomic(path, text):
@@ -101,12 +233,12 @@ def _write_atomic(path, text):
     os.replace(tmp, path)
 
 
-def load_checkpoint(out, system, opt, sched):
+def load_checkpoint(out, weights, opt, sched):
     latest = os.path.join(out, "latest")
     if not os.path.exists(latest):
         raise UserError(f"--resume: no checkpoint in '{out}' (no '{latest}'); start without --resume")
     folder = os.path.join(out, open(latest).read().strip())
-    system.load_links(os.path.join(folder, "links"))  # refuses links of other agents / sizes with a clear message
+    weights.load(os.path.join(folder, weights.name))  # refuses corrupt weights / other agents with a clear message
     state = torch.load(os.path.join(folder, "state.pt"), weights_only=True)
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
@@ -119,19 +251,24 @@ def peak_memory_gb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB -> GiB (whole process)
 
 
-def train(system, params, loss_fn, rows, args):
-    """Minimise loss_fn(batch_rows) over `params` (the trainable links) for args.steps steps. Returns the losses."""
+def train(system, params, loss_fn, rows, args, weights=None):
+    """Minimise loss_fn(batch_rows) over `params` for args.steps steps; checkpoints save and restore `weights`
+    (default: the system's links, LinkWeights). Returns the losses."""
+    prepare_out(args)
+    weights = weights or LinkWeights(system)
     rank, world = distributed()
     params = [p for p in params if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.warmup, args.steps))
     start, losses = 0, []
     if args.resume:
-        start, losses = load_checkpoint(args.out, system, opt, sched)
+        start, losses = load_checkpoint(args.out, weights, opt, sched)
         log(rank, f"resumed from step {start} in {args.out}")
     n_train = sum(p.numel() for p in params)
     n_frozen = sum(bb.num_params() for bb in {id(b): b for b in system.backbones}.values())
-    log(rank, f"training {n_train:,} link parameters ({100 * n_train / n_frozen:.2f}% of {n_frozen:,} frozen), "
+    of = "frozen" if weights.name == "links" else "the backbone"
+    log(rank, f"training {n_train:,} {weights.label} parameters ({100 * n_train / n_frozen:.2f}% of {n_frozen:,} "
+              f"{'frozen' if weights.name == 'links' else 'in the backbone'}), "
               f"steps {start}->{args.steps}, batch {args.batch_size} x {world} rank(s), lr {args.lr}")
     device = system.backbones[-1].device
     if str(device).startswith("cuda"):
@@ -139,6 +276,7 @@ def train(system, params, loss_fn, rows, args):
     t0, first = time.time(), None
     for step in range(start, args.steps):
         batch = batch_for(rows, step, args.batch_size, args.seed, rank, world)
+        torch.manual_seed(args.seed * 1_000_003 + step)  # dropout etc.: a pure function of (seed, step), like batches
         loss = loss_fn(batch)
         if not torch.isfinite(loss):
             log(rank, f"error: loss is {loss.item()} at step {step + 1}; stopping. The last good checkpoint is kept in "
@@ -163,18 +301,22 @@ def train(system, params, loss_fn, rows, args):
             log(rank, f"step {done:5d}/{args.steps}  loss {losses[-1]:.4f}  lr {sched.get_last_lr()[0]:.2e}  "
                       f"{rate:.2f} steps/s  ETA {(args.steps - done) / rate:.0f} s")
         if rank == 0 and (done % args.ckpt_every == 0 or done == args.steps):
-            save_checkpoint(args.out, system, opt, sched, done, losses, args)
+            try:
+                save_checkpoint(args.out, weights, opt, sched, done, losses, args)
+            except CheckpointError as e:  # non-finite weights: nothing worth keeping was made at this step
+                log(rank, f"error: {e} (step {done}); stopping. The last good checkpoint is kept in {args.out}")
+                sys.exit(3)
     seconds = time.time() - t0
     if losses:
         k = max(1, min(5, len(losses) // 4))
         log(rank, "\nsummary")
         for key, val in [("loss (first -> last, mean of %d)" % k,
                           f"{sum(losses[:k]) / k:.4f} -> {sum(losses[-k:]) / k:.4f}"),
-                         ("trainable parameters", f"{n_train:,} ({100 * n_train / n_frozen:.3f}% of frozen)"),
-                         ("frozen parameters", f"{n_frozen:,}"),
+                         ("trainable parameters", f"{n_train:,} ({100 * n_train / n_frozen:.3f}% of {of})"),
+                         ("backbone parameters" if weights.name == "weights" else "frozen parameters", f"{n_frozen:,}"),
                          ("peak memory", f"{peak_memory_gb(device):.2f} GB ({device})"),
                          ("time", f"{seconds:.0f} s for {args.steps - start} steps"),
-                         ("links", os.path.join(args.out, "links"))]:
+                         (weights.name, os.path.join(args.out, weights.name))]:
             log(rank, f"  {key:34s} {val}")
     return losses
 

@@ -1,0 +1,221 @@
+"""Training loses nothing: checkpoints are whole, checked and never deleted by a later run; bad settings stop at once."""
+import argparse
+import json
+import os
+
+import pytest
+import torch
+
+import model
+import trainer
+import train_outer
+from agents import System
+from links import CheckpointError, load_links, load_tensors, save_tensors
+
+ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": a} for q, a in [("2+2?", "4"), ("3+5?", "8")]]
+
+
+@pytest.fixture(scope="module")
+def pair():
+    return System(["tiny-llama", "tiny-qwen"])  # inner 64->64, 96->96; outer 64->96 and 96->64
+
+
+def _randomise(system, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for link in system.named_links().values():
+            for t in link.state_dict().values():  # every tensor: weights, biases, LayerNorms, the scale buffer
+                t.copy_(torch.randn(t.shape, generator=g))
+
+
+def _tensors(system):
+    return {f"{name}.{k}": t for name, link in system.named_links().items() for k, t in link.state_dict().items()}
+
+
+def test_every_link_tensor_round_trips_bit_exactly(tmp_path, pair):
+    _randomise(pair, 1)
+    pair.save_links(str(tmp_path / "ck"))
+    other = System(["tiny-llama", "tiny-qwen"])
+    _randomise(other, 2)
+    other.load_links(str(tmp_path / "ck"))
+    a, b = _tensors(pair), _tensors(other)
+    assert a.keys() == b.keys() and len(a) > 20
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]
+
+
+def _refused(system, path, *words):
+    with pytest.raises(model.UserError) as e:
+        system.load_links(path)
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_64_corrupted_bytes_are_refused(tmp_path, pair):
+    path = str(tmp_path / "ck")
+    pair.save_links(path)
+    blob = bytearray(open(path + ".safetensors", "rb").read())
+    mid = len(blob) // 2
+    blob[mid:mid + 64] = bytes(64)  # zeros in the middle of the tensor data (weights loaded silently before)
+    open(path + ".safetensors", "wb").write(blob)
+    _refused(pair, path, path + ".safetensors", "sha256")
+
+
+def test_truncated_tensor_file_and_half_written_pair_are_refused(tmp_path, pair):
+    path = str(tmp_path / "ck")
+    pair.save_links(path)
+    blob = open(path + ".safetensors", "rb").read()
+    open(path + ".safetensors", "wb").write(blob[:len(blob) // 3])
+    _refused(pair, path, path + ".safetensors")
+    # a new tensor file next to the previous checkpoint's JSON: what a reader could see between the two renames
+    pair.save_links(path)
+    _randomise(pair, 3)
+    pair.save_links(str(tmp_path / "newer"))
+    os.replace(str(tmp_path / "newer.safetensors"), path + ".safetensors")
+    _refused(pair, path, "does not match")
+
+
+def test_json_without_links_or_checksum_and_non_finite_tensors_are_refused(tmp_path, pair):
+    path = str(tmp_path / "ck")
+    pair.save_links(path)
+    info = json.load(open(path + ".json"))
+    json.dump({k: v for k, v in info.items() if k != "links"}, open(path + ".json", "w"))
+    _refused(pair, path, "no 'links'")
+    json.dump({k: v for k, v in info.items() if k != "sha256"}, open(path + ".json", "w"))
+    _refused(pair, path, "no sha256")
+    open(path + ".json", "w").write('{"links": ')
+    _refused(pair, path, "not valid JSON")
+    with pytest.raises(CheckpointError, match="not finite"):
+        save_tensors(str(tmp_path / "nan"), {"w": torch.tensor([1.0, float("nan")])}, {})
+    save_tensors(str(tmp_path / "nan"), {"w": torch.tensor([1.0, 2.0])}, {})  # then NaN with a matching checksum
+    from safetensors.torch import save_file
+    from links import sha256_file
+    save_file({"w": torch.tensor([1.0, float("inf")])}, str(tmp_path / "nan.safetensors"))
+    json.dump({"sha256": sha256_file(str(tmp_path / "nan.safetensors"))}, open(tmp_path / "nan.json", "w"))
+    with pytest.raises(CheckpointError, match="non-finite values"):
+        load_tensors(str(tmp_path / "nan"))
+
+
+# ---- the run folder -------------------------------------------------------------------------------------------
+
+def _args(out, **kw):
+    base = dict(lr=1e-3, warmup=1, steps=4, resume=False, overwrite=False, out=str(out), batch_size=1, seed=0,
+                log_every=100, ckpt_every=2, stage="outer", agents="tiny-llama", train_inner=False)
+    return argparse.Namespace(**dict(base, **kw))
+
+
+def _run(system, args, calls=None):
+    def loss_fn(batch):
+        (calls if calls is not None else []).append(1)
+        return sum((p ** 2).sum() for p in system.outer.parameters()) * 1e-3
+    return trainer.train(system, system.outer.parameters(), loss_fn, ROWS, args)
+
+
+@pytest.fixture()
+def solo():
+    return System(["tiny-llama"])
+
+
+def test_a_new_run_never_deletes_an_old_one(tmp_path, solo, capsys):
+    _run(solo, _args(tmp_path, steps=8))  # an old run: step-000006, step-000008
+    with pytest.raises(model.UserError, match="already holds a run.*--resume.*--overwrite"):
+        _run(solo, _args(tmp_path, steps=4))
+    assert sorted(os.listdir(tmp_path)) == ["latest", "links.json", "links.safetensors", "step-000006", "step-000008"]
+    _run(solo, _args(tmp_path, steps=4, overwrite=True))  # --overwrite: the old run goes, the new one is whole
+    assert sorted(d for d in os.listdir(tmp_path) if d.startswith("step-")) == ["step-000002", "step-000004"]
+    assert (tmp_path / "latest").read_text() == "step-000004"
+    assert json.load(open(tmp_path / "links.json"))["step"] == 4
+    solo.load_links(str(tmp_path / "links"))
+    (tmp_path / "notes.txt").write_text("mine")  # --overwrite never deletes what a run did not write
+    with pytest.raises(model.UserError, match="not a training run's.*notes.txt"):
+        _run(solo, _args(tmp_path, overwrite=True))
+    assert (tmp_path / "latest").exists()
+
+
+def test_out_is_checked_writable_before_the_first_step(tmp_path, solo):
+    (tmp_path / "file").write_text("")
+    calls = []
+    with pytest.raises(model.UserError, match="not writable"):
+        _run(solo, _args(tmp_path / "file" / "run"), calls)
+    assert calls == []  # no step was trained and then lost
+
+
+def test_a_kill_while_saving_leaves_temp_files_that_the_next_start_removes(tmp_path, solo, monkeypatch):
+    real = torch.save
+
+    def dies_on_step_4(obj, f, *a, **k):
+        if obj.get("step") == 4:
+            raise KeyboardInterrupt  # the process dies half-way through writing step 4
+        return real(obj, f, *a, **k)
+    monkeypatch.setattr(torch, "save", dies_on_step_4)
+    with pytest.raises(KeyboardInterrupt):
+        _run(solo, _args(tmp_path, steps=6))
+    assert [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]  # the half-written step
+    assert (tmp_path / "latest").read_text() == "step-000002"
+    monkeypatch.setattr(torch, "save", real)
+    _run(solo, _args(tmp_path, steps=6, resume=True))
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+    assert sorted(d for d in os.listdir(tmp_path) if d.startswith("step-")) == ["step-000004", "step-000006"]
+
+
+def test_non_finite_weights_stop_the_run_before_they_are_saved(tmp_path, solo, capsys):
+    calls = []
+
+    def loss_fn(batch):
+        calls.append(1)
+        w = next(solo.outer.parameters())
+        if len(calls) == 4:  # step 4's loss is finite, but the weights it leaves are not
+            with torch.no_grad():
+                w.fill_(float("nan"))
+            return torch.tensor(1.0, requires_grad=True)
+        return (w ** 2).sum() * 1e-3
+    with pytest.raises(SystemExit) as e:
+        trainer.train(solo, solo.outer.parameters(), loss_fn, ROWS, _args(tmp_path, steps=6))
+    assert e.value.code == 3 and "not finite" in capsys.readouterr().out
+    assert (tmp_path / "latest").read_text() == "step-000002"
+    System(["tiny-llama"]).load_links(str(tmp_path / "links"))
+
+
+def test_resume_refuses_to_change_what_is_trained(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(train_outer, "load_rows", lambda *a: ROWS)
+    argv = ["--agents", "tiny-llama", "--steps", "2", "--out", str(tmp_path), "--eval-questions", "0", "--rounds", "2",
+            "--latent-steps", "2", "--log-every", "100"]
+    assert train_outer.main(argv) == 0
+    capsys.readouterr()
+    assert train_outer.main(argv + ["--resume", "--train-inner", "--steps", "3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--train-inner was False" in err and "--overwrite" in err, err
+    assert (tmp_path / "latest").read_text() == "step-000002"
+    assert train_outer.main(argv + ["--resume", "--steps", "3", "--lr", "1e-3"]) == 0  # how, not what: a note
+    assert "note: resuming with changed settings: --lr 0.0005 -> 0.001, --steps 2 -> 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--steps", "-3"), ("--batch-size", "0"), ("--lr", "0"),
+                                        ("--lr", "-0.0001"), ("--lr", "nan"), ("--lr", "inf"), ("--ckpt-every", "0"),
+                                        ("--log-every", "0"), ("--warmup", "-1"), ("--max-target-tokens", "0"),
+                                        ("--steps", "ten")])
+def test_bad_numbers_stop_at_parse_time(flag, value, capsys):
+    p = argparse.ArgumentParser(prog="train")
+    trainer.add_args(p, steps=30, lr=5e-4, batch=2)
+    with pytest.raises(SystemExit) as e:
+        p.parse_args([flag, value])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and "Traceback" not in "".join(err)
+    assert err[-1].startswith(f"train: error: argument {flag}:") and value in err[-1], err[-1]
+
+
+def test_resume_and_overwrite_together_and_resume_of_nothing_are_refused(tmp_path, solo):
+    with pytest.raises(model.UserError, match="contradict"):
+        trainer.prepare_out(_args(tmp_path, resume=True, overwrite=True))
+    with pytest.raises(model.UserError, match="no checkpoint"):
+        trainer.prepare_out(_args(tmp_path / "empty", resume=True))
+
+
+def test_link_checkpoint_with_a_link_missing_from_its_tensors_is_refused(tmp_path, pair):
+    path = str(tmp_path / "ck")
+    pair.save_links(path)
+    tensors, info = load_tensors(path)
+    save_tensors(path, {k: v for k, v in tensors.items() if not k.startswith("inner.solver.")}, info)
+    with pytest.raises(CheckpointError, match="inner.solver"):
+        load_links(path, pair.named_links())

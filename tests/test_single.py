@@ -1,0 +1,165 @@
+"""The trained baselines (train_single.py): the final agent alone, LoRA or full; its checkpoints and trained_backbone."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+import agents
+import model
+import train_single
+from agents import System
+from model import load_backbone
+from train_single import Tuned, trained_backbone
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": f"\\boxed{{{a}}}"}
+        for q, a in [("2+2?", 4), ("3+5?", 8), ("9-7?", 2), ("1+5?", 6)]]
+
+
+def _snapshot(bb):
+    return {n: p.detach().clone() for n, p in bb.model.named_parameters()}
+
+
+def _same(bb, snap):
+    return all(torch.equal(p, snap[n]) for n, p in bb.model.named_parameters())
+
+
+def _hidden(bb, text="Question: 2+2?"):
+    ids = torch.tensor([bb.encode(text)])
+    with torch.no_grad():
+        return bb.forward(bb.embed(ids), torch.ones_like(ids))[0]
+
+
+def test_training_prompt_is_the_single_baselines(monkeypatch):
+    seen = []
+    real = agents.build_inputs
+    monkeypatch.setattr(agents, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or
+                        real(bb, prompts, lat))
+    System(["tiny-qwen", "tiny-llama"]).run(["2+2?", "3+5?"], mode="single", max_new_tokens=1)
+    monkeypatch.setattr(train_single, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or
+                        real(bb, prompts, lat))
+    solo = System(["tiny-llama"])
+    train_single.single_loss(solo, Tuned(solo.backbones[0], "full"), ROWS[:2], 8)
+    assert len(seen) == 2 and seen[0] == seen[1]
+    assert "Question: 2+2?" in seen[1][0] and "<|slot:" not in seen[1][0]
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_gradients_reach_what_the_method_trains_and_never_the_cached_backbone(method):
+    bb = load_backbone("tiny-llama")
+    before = _snapshot(bb)
+    tuned = Tuned(bb, method)
+    solo = System(["tiny-llama"])
+    train_single.single_loss(solo, tuned, ROWS[:2], 16).backward()
+    opt = torch.optim.AdamW(list(tuned.params.values()), lr=1e-2)
+    opt.step()
+    got = {n for n, p in tuned.backbone.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    if method == "lora":
+        assert got and all("lora_" in n for n in got) and {n for n in tuned.params} >= got
+        assert len(tuned.params) == 4 * 2  # 2 layers x (q_proj, v_proj) x (lora_A, lora_B)
+    else:
+        assert got == set(tuned.params) and len(got) == len(before)  # every weight (tied ones once)
+    assert _same(bb, before) and all(p.grad is None and not p.requires_grad for p in bb.model.parameters())
+
+
+def _trained(bb, method, path, seed=0):
+    """A Tuned copy with every trained tensor random (LoRA B starts at zero, which would hide a dropped adapter)."""
+    tuned = Tuned(bb, method)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in tuned.params.values():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05 + (p if method == "full" else 0))
+    tuned.save(path)
+    tuned.backbone.model.eval()
+    return tuned
+
+
+def test_trained_backbone_merges_the_adapter_into_a_new_backbone(tmp_path):
+    bb = load_backbone("tiny-llama")
+    before, plain = _snapshot(bb), _hidden(bb)
+    tuned = _trained(bb, "lora", str(tmp_path / "adapter"))
+    new = trained_backbone(bb, "lora", str(tmp_path))  # a run folder works as well as the path
+    assert new is not bb and new.model is not bb.model and _same(bb, before)
+    assert not any(p.requires_grad for p in new.model.parameters())
+    assert not any("lora_" in n for n, _ in new.model.named_parameters())  # merged, not wrapped
+    torch.testing.assert_close(_hidden(new), _hidden(tuned.backbone), rtol=1e-5, atol=1e-5)
+    assert (_hidden(new) - plain).abs().max() > 1e-3  # the adapter changed the model
+    torch.testing.assert_close(_hidden(bb), plain, rtol=0, atol=0)
+
+
+def test_trained_backbone_loads_full_weights_bit_exactly(tmp_path):
+    bb = load_backbone("tiny-llama")
+    before = _snapshot(bb)
+    tuned = _trained(bb, "full", str(tmp_path / "weights"))
+    new = trained_backbone(bb, "full", str(tmp_path / "weights"))
+    for n, p in new.model.named_parameters():
+        assert torch.equal(p, tuned.backbone.model.get_parameter(n)), n
+    assert not torch.equal(new.model.get_input_embeddings().weight, bb.model.get_input_embeddings().weight)
+    assert _same(bb, before)
+
+
+def _refused(bb, method, path, *words):
+    with pytest.raises(model.UserError) as e:
+        trained_backbone(bb, method, path)
+    msg = str(e.value)
+    assert "\n" not in msg and all(w in msg for w in words), msg
+
+
+def test_mismatched_missing_or_corrupt_checkpoints_are_refused(tmp_path):
+    llama = load_backbone("tiny-llama")
+    _trained(llama, "lora", str(tmp_path / "adapter"))
+    _trained(llama, "full", str(tmp_path / "weights"))
+    _refused(load_backbone("tiny-qwen3"), "lora", str(tmp_path / "adapter"), "tiny-llama", "tiny-qwen3")  # same d
+    _refused(load_backbone("tiny-qwen"), "full", str(tmp_path / "weights"), "tiny-llama")
+    _refused(llama, "lora", str(tmp_path / "weights"), "full checkpoint, not lora")
+    _refused(llama, "full", str(tmp_path / "nothing"), "no checkpoint")
+    _refused(llama, "dora", str(tmp_path / "adapter"), "unknown method 'dora'")
+    blob = bytearray((tmp_path / "weights.safetensors").read_bytes())
+    blob[len(blob) // 2:len(blob) // 2 + 64] = bytes(64)
+    (tmp_path / "weights.safetensors").write_bytes(blob)
+    _refused(llama, "full", str(tmp_path / "weights"), "weights.safetensors", "sha256")
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_single.main(["--method", "qlora"])
+    assert e.value.code == 2 and "invalid choice: 'qlora'" in capsys.readouterr().err
+    for argv, words in [(["--agents", "tiny-llama", "--lora-targets", "nope_proj"], ["nope_proj", "tiny-llama"]),
+                        (["--agents", "tiny-llama,tiny-llama", "--pattern", "mixture"], ["--pattern sequential"])]:
+        assert train_single.main(argv + ["--out", str(tmp_path / "x"), "--steps", "1"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and all(w in err[0] for w in words), err
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, method):
+    """LoRA dropout is on: the resumed run must also draw the same random numbers."""
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(__import__("json").dumps(r) + "\n" for r in ROWS))
+
+    def cmd(out, *extra):
+        return [sys.executable, "train_single.py", "--agents", "tiny-llama", "--method", method, "--data", str(data),
+                "--steps", "12", "--ckpt-every", "4", "--lr", "1e-2", "--log-every", "100", "--out", str(out), *extra]
+    whole = subprocess.run(cmd(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(cmd(tmp_path / "cut"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = tmp_path / "cut" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.read_text() != "step-000012", "the run finished before it could be killed"
+    resumed = subprocess.run(cmd(tmp_path / "cut", "--resume"), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from step" in resumed.stdout
+    name = train_single.FILE[method]
+    a = (tmp_path / "whole" / f"{name}.safetensors").read_bytes()
+    b = (tmp_path / "cut" / f"{name}.safetensors").read_bytes()
+    assert a == b  # bit-identical trained tensors
+    assert not [f for f in os.listdir(tmp_path / "cut") if f.startswith(".tmp-")]
+    assert "loss (first -> last" in whole.stdout and f"method                             {method}" in whole.stdout
