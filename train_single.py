@@ -130,7 +130,7 @@ def trained_backbone(backbone, method, path):
 def single_loss(system, tuned, rows, max_tokens):
     """Answer cross-entropy of the tuned final agent, prompted as the single-agent baseline is."""
     bb = tuned.backbone
-    prompts = [system.prompt(0, r["question"], round_=0) for r in rows]  # one agent, round 0: no slots
+    prompts = [system.prompt(0, r["question"], 0, alone=True) for r in rows]  # the single baseline's prompt
     embeds, mask = build_inputs(bb, prompts, {})
     return answer_ce(bb, embeds, mask, [r["answer"] for r in rows], max_tokens)
 

@@ -178,7 +178,7 @@ def test_non_finite_weights_stop_the_run_before_they_are_saved(tmp_path, solo, c
 
 
 def test_resume_refuses_to_change_what_is_trained(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(train_outer, "load_rows", lambda *a: ROWS)
+    monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS)
     argv = ["--agents", "tiny-llama", "--steps", "2", "--out", str(tmp_path), "--eval-questions", "0", "--rounds", "2",
             "--latent-steps", "2", "--log-every", "100"]
     assert train_outer.main(argv) == 0

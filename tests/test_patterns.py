@@ -64,15 +64,17 @@ def test_every_outer_link_of_every_pattern_gets_a_gradient(pattern):
 
 
 @pytest.mark.parametrize("pattern", ["mixture", "distillation", "deliberation"])  # sequential: test_training.py
-def test_outer_training_halves_the_loss_for_each_pattern(pattern, tmp_path, monkeypatch):
-    monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS)
+def test_outer_training_lowers_the_loss_clearly_for_each_pattern(pattern, tmp_path, monkeypatch):
+    """Deterministic; one row, so 30 steps suffice: on correct code the last 3 steps' loss is ~0.74 of the first 3's,
+    untrained links stay at 1.0, and the bound sits midway."""
+    monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS[:1])
     agents = ",".join(LINEUPS[pattern][-3:] if pattern == "mixture" else LINEUPS[pattern])
-    argv = ["--agents", agents, "--pattern", pattern, "--steps", "120", "--out", str(tmp_path), "--eval-questions",
-            "0", "--rounds", "2", "--latent-steps", "8", "--lr", "1e-2", "--batch-size", "4", "--warmup", "5",
+    argv = ["--agents", agents, "--pattern", pattern, "--steps", "30", "--out", str(tmp_path), "--eval-questions",
+            "0", "--rounds", "2", "--latent-steps", "4", "--lr", "3e-2", "--batch-size", "1", "--warmup", "3",
             "--log-every", "1000"]
     assert train_outer.main(argv) == 0
-    losses = torch.load(tmp_path / "step-000120" / "state.pt", weights_only=True)["losses"]
-    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    losses = torch.load(tmp_path / "step-000030" / "state.pt", weights_only=True)["losses"]
+    assert sum(losses[-3:]) / sum(losses[:3]) < 0.87, losses
 
 
 # ---- deliberation tools -------------------------------------------------------------------------------------

@@ -45,7 +45,7 @@ def test_training_prompt_is_the_single_baselines(monkeypatch):
     solo = System(["tiny-llama"])
     train_single.single_loss(solo, Tuned(solo.backbones[0], "full"), ROWS[:2], 8)
     assert len(seen) == 2 and seen[0] == seen[1]
-    assert "Question: 2+2?" in seen[1][0] and "<|slot:" not in seen[1][0]
+    assert "Question:\n2+2?" in seen[1][0] and "<|slot:" not in seen[1][0]
 
 
 @pytest.mark.parametrize("method", ["lora", "full"])

@@ -64,13 +64,17 @@ def _train_tiny(tmp_path, steps, **kw):
     return argv
 
 
-def test_outer_training_halves_the_loss_on_tiny_models(tmp_path, monkeypatch, capsys):
+def _loss_ratio(losses, k=3):
+    return (sum(losses[-k:]) / k) / (sum(losses[:k]) / k)
+
+
+def test_outer_training_lowers_the_loss_clearly_on_tiny_models(tmp_path, monkeypatch):
+    """Deterministic (seeded rows, seeded models, fixed threads): on correct code the last 3 steps' loss is 0.73 of the
+    first 3's; untrained links stay at 1.0. The bound sits midway, so neither side is near it."""
     monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS)
-    assert train_outer.main(_train_tiny(tmp_path, 80, lr="1e-2", **{"batch-size": 4, "warmup": 5,
-                                                                     "latent-steps": 8})) == 0
-    state = torch.load(tmp_path / "step-000080" / "state.pt", weights_only=True)
-    losses = state["losses"]
-    assert sum(losses[-5:]) / 5 < 0.5 * sum(losses[:5]) / 5, losses
+    assert train_outer.main(_train_tiny(tmp_path, 30, lr="3e-2", **{"batch-size": 4, "warmup": 3})) == 0
+    losses = torch.load(tmp_path / "step-000030" / "state.pt", weights_only=True)["losses"]
+    assert _loss_ratio(losses) < 0.85, losses
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
