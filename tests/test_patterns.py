@@ -65,8 +65,8 @@ def test_every_outer_link_of_every_pattern_gets_a_gradient(pattern):
 
 @pytest.mark.parametrize("pattern", ["mixture", "distillation", "deliberation"])  # sequential: test_training.py
 def test_outer_training_lowers_the_loss_clearly_for_each_pattern(pattern, tmp_path, monkeypatch):
-    """Deterministic; one row, so 30 steps suffice: on correct code the last 3 steps' loss is ~0.74 of the first 3's,
-    untrained links stay at 1.0, and the bound sits midway."""
+    """Deterministic; one row, so 30 steps suffice: on correct code the last 3 steps' loss is 0.60 (mixture), 0.74
+    (distillation), 0.79 (deliberation) of the first 3's; untrained links stay at 1.0."""
     monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS[:1])
     agents = ",".join(LINEUPS[pattern][-3:] if pattern == "mixture" else LINEUPS[pattern])
     argv = ["--agents", agents, "--pattern", pattern, "--steps", "30", "--out", str(tmp_path), "--eval-questions",
