@@ -33,8 +33,8 @@ class TextHandover(nn.Module):
 
 def same_vocab(src, dst):
     """A text hand-over needs the sender's LM head and the receiver's embeddings over one vocabulary."""
-    return src is dst or (src.tokenizer.get_vocab() == dst.tokenizer.get_vocab() and
-                          src.model.get_output_embeddings().weight.shape[0] == dst.model.get_input_embeddings().weight.shape[0])
+    rows = src.model.get_output_embeddings().weight.shape[0], dst.model.get_input_embeddings().weight.shape[0]
+    return src is dst or (src.tokenizer.get_vocab() == dst.tokenizer.get_vocab() and rows[0] == rows[1])
 
 
 def first_thoughts_grad(system, questions, answers, rounds, steps, max_tokens=64):
@@ -54,6 +54,12 @@ def first_thoughts_grad(system, questions, answers, rounds, steps, max_tokens=64
         return None
     loss = answer_ce(system.backbones[-1], *finals[-1], answers, max_tokens)
     return torch.autograd.grad(loss, leaf[0])[0]
+
+
+def _grad_line(r):
+    text = r.get("text_skipped") or (f"text (T={r['temperature']:g}) {r['text_norm']:.3e}, "
+                                     f"ratio {r['text_over_link']:.2e}")
+    return f"r={r['rounds']}: link {r['link_norm']:.3e}, {text}"
 
 
 def grad_probe(system, questions, answers, rounds_list, steps, temperatures):
@@ -87,11 +93,6 @@ def grad_probe(system, questions, answers, rounds_list, steps, temperatures):
             rows.append(row)
             print("  " + _grad_line(row), flush=True)
     return rows
-
-
-def _grad_line(r):
-    text = r.get("text_skipped") or f"text (T={r['temperature']:g}) {r['text_norm']:.3e}, ratio {r['text_over_link']:.2e}"
-    return f"r={r['rounds']}: link {r['link_norm']:.3e}, {text}"
 
 
 def grad_table(rows, agents):

@@ -76,7 +76,8 @@ def test_grad_probe_norms_equal_norms_by_hand():
     by_hand_text = norm(answer_ce(s, *solver_inputs(0, {"from_planner": text(x)}), answers, 64))
     solver_thoughts = rollout(s, system.inner["solver"], *solver_inputs(0, {"from_planner": link(x)}), m)
     fb = {"feedback_solver": system.outer["solver->planner"](solver_thoughts)}
-    planner_thoughts = rollout(p, system.inner["planner"], *build_inputs(p, [system.prompt(0, q, 1) for q in qs], fb), m)
+    planner_inputs = build_inputs(p, [system.prompt(0, q, 1) for q in qs], fb)
+    planner_thoughts = rollout(p, system.inner["planner"], *planner_inputs, m)
     by_hand_r2 = norm(answer_ce(s, *solver_inputs(1, {"from_planner": link(planner_thoughts)}), answers, 64))
     assert [(r["rounds"], r["temperature"]) for r in rows] == [(1, T), (2, T)]
     assert rows[0]["link_norm"] == pytest.approx(by_hand_link, rel=1e-5)
