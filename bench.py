@@ -8,25 +8,32 @@ same process on the same inputs. Absolute times mean something only for the mach
   2. latent rollout: KV cache vs the released code's recompute-every-step, m = 16, 32, 80, batch 1 and 16.
   3. training cost on the final agent: outer-link training vs LoRA (PEFT, optional) vs full fine-tuning.
   4. one latent step (fast.py): eager HF forward vs static KV cache vs + CUDA graph vs + torch.compile, against the
-     floor = the bytes of the weights a step reads / the measured memory bandwidth; each mode's error against float32.
+     floor = the bytes of the weights a step reads / the memory bandwidth, sampled in turn with the step (a step
+     faster than its floor is reported as a measurement error); each mode's error against float32.
+  5. the gradient probe (the paper's Theorem 4.1): the norm of d(answer CE)/d(agent 1's round-1 thoughts) through the
+     outer links vs through a text-like hand-over (softmax over the vocabulary, then the expected embedding).
 
     python bench.py                                   # CPU: SmolLM2 x2, ~8-9 minutes on 2 cores
     python bench.py --sizes qwen2.5-1.5b,llama-3.2-1b --device cuda      # paper-sized random models, no weights
     bash gpu_check.sh                                 # on a GPU: the CUDA tests + the step table, one call
+    python bench.py --grad-agents tiny-llama,tiny-llama --skip e2e,rollout,train,step   # part 5 alone
 Writes runs/bench/bench.json (and PNG plots when matplotlib is installed).
 """
 import argparse
 import copy
 import json
 import os
-import resource
+import statistics
 import sys
 import time
 
 import torch
 
 import fast
+import trainer
 from agents import TOPOLOGIES, build_inputs, rollout, rollout_recompute, system_from_args
+from gradprobe import grad_probe, grad_table, temperatures
+from train_outer import outer_loss
 from model import SYNTHETIC, Backbone, UserError
 
 QUESTIONS = [  # GSM8K test, first four
@@ -39,16 +46,47 @@ QUESTIONS = [  # GSM8K test, first four
     "James decides to run 3 sprints 3 times a week. He runs 60 meters each sprint. How many total meters does he run "
     "a week?",
 ]
-
-
+ANSWERS = [f"The final answer is \\boxed{{{n}}}." for n in (18, 3, 70000, 540)]  # their gold answers
+PARTS = ("e2e", "rollout", "train", "step", "grad")
 SIZES = [n.removeprefix("random-") for n in SYNTHETIC if n.startswith("random-")]  # qwen2.5-1.5b, llama-3.2-1b, ...
 
 
-def size_alias(name):
-    name = name.strip().removeprefix("random-")
-    if name not in SIZES:
-        raise UserError(f"unknown --sizes entry '{name}'; use one of {', '.join(SIZES)}")
-    return "random-" + name
+# --- argument types: bad input stops at parsing, with one line naming the option and the fix ------------------------
+
+def sizes(text):
+    """--sizes 'qwen2.5-1.5b,llama-3.2-1b' -> 'random-qwen2.5-1.5b,random-llama-3.2-1b'."""
+    names = [x.strip().removeprefix("random-") for x in text.split(",")]
+    for name in [x for x in names if x not in SIZES][:1]:
+        raise argparse.ArgumentTypeError(f"unknown --sizes entry '{name}'; use one of {', '.join(SIZES)}")
+    return ",".join("random-" + x for x in names)
+
+
+def count(text, most=None):
+    """A whole number >= 1 (and <= most)."""
+    n = int(text) if text.strip().lstrip("-").isdigit() else None
+    if n is None or n < 1 or (most and n > most):
+        span = f"from 1 to {most}" if most else ">= 1"
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number {span}; pass e.g. {min(2, most or 2)}")
+    return n
+
+
+def counts(text):
+    """'1,2,3' -> [1, 2, 3], each a whole number >= 1."""
+    return [count(x) for x in text.split(",")]
+
+
+def parts(text):
+    """--skip 'e2e,train' -> {'e2e', 'train'}; only known part names."""
+    names = {x.strip() for x in text.split(",") if x.strip()}
+    for name in sorted(names - set(PARTS)):
+        raise argparse.ArgumentTypeError(f"unknown part '{name}'; use some of {','.join(PARTS)}")
+    return names
+
+
+def fail(message):
+    """argparse's errors as one line, like a UserError's (no usage block)."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)
 
 
 def sync(device):
@@ -57,11 +95,10 @@ def sync(device):
 
 
 def peak_gb(device, reset=False):
-    if str(device).startswith("cuda"):
-        if reset:
-            torch.cuda.reset_peak_memory_stats()
-        return torch.cuda.max_memory_allocated() / 2**30
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # CPU: the whole process's peak RSS
+    """trainer.peak_memory_gb (CUDA: peak allocation; CPU: the whole process's peak RSS), after a reset on CUDA."""
+    if reset and str(device).startswith("cuda"):
+        torch.cuda.reset_peak_memory_stats()
+    return trainer.peak_memory_gb(device)
 
 
 def common_tokens(texts):
@@ -129,7 +166,6 @@ def rollouts(system, ms, batches, max_work=None):
 
 def training_cost(system, steps=3):
     """Seconds per step and peak memory for one answer-CE step on the final agent, three ways."""
-    import train_outer
     bb, device = system.backbones[-1], system.backbones[-1].device
     rows = [{"question": q, "answer": "The final answer is \\boxed{18}."} for q in QUESTIONS[:2]]
     rounds = 1 if system.topology.edges else 2  # one agent alone: its only outer link is its feedback to itself
@@ -137,7 +173,7 @@ def training_cost(system, steps=3):
 
     def outer_step():
         system.outer.requires_grad_(True)
-        loss = train_outer.outer_loss(system, rows, args)
+        loss = outer_loss(system, rows, args)
         loss.backward()
         system.zero_grad(set_to_none=True)
 
@@ -173,12 +209,12 @@ def training_cost(system, steps=3):
     return out
 
 
-def bandwidth(device):
+def bandwidth(device, repeats=5):
     """Measured memory bandwidth in bytes/s: a large device-to-device copy (bytes read + bytes written)."""
     n = (256 if str(device).startswith("cuda") else 64) * 2**20
     x = torch.randn(n // 4, device=device)
     y = torch.empty_like(x)
-    secs = time_it(lambda: y.copy_(x), device, repeats=20)
+    secs = time_it(lambda: y.copy_(x), device, repeats=repeats)
     return 2 * n / secs
 
 
@@ -189,20 +225,30 @@ def step_bytes(bb):
     return sum(p.numel() * p.element_size() for p in list(m.layers.parameters()) + list(m.norm.parameters()))
 
 
+def judge_floor(row):
+    """x_floor = step / floor; a step faster than its floor is impossible, so it is reported as a measurement error."""
+    if row["ms_per_step"] < row["floor_ms"]:
+        row["measurement_error"] = (f"step faster than the floor ({row['ms_per_step']:.3f} < {row['floor_ms']:.3f} "
+                                    f"ms), machine busy?")
+    else:
+        row["x_floor"] = row["ms_per_step"] / row["floor_ms"]
+    return row
+
+
 @torch.no_grad()
-def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=3):
+def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=5):
     """Milliseconds per one-token latent step for each fast mode, each mode's relative error on one step against
-    the float32 eager forward (same weights, upcast), and the floor. A mode that fails is reported, not fatal."""
+    the float32 eager forward (same weights, upcast), and the floor. The floor is sampled in turn with the step (one
+    bandwidth sample, one step sample, ...; medians of each), so both see the same load. A mode that fails is
+    reported, not fatal."""
     rows, seen = [], set()
     for bb in system.backbones:
         if bb.name in seen:
             continue
         seen.add(bb.name)
-        nbytes, bw = step_bytes(bb), bandwidth(bb.device)
-        floor_ms = 1000 * nbytes / bw
+        nbytes = step_bytes(bb)
         ref_bb = bb if bb.dtype == torch.float32 else Backbone(bb.name, copy.deepcopy(bb.model).float(), bb.tokenizer)
-        print(f"  {bb.name}: {nbytes / 2**30:.2f} GiB of weights per step, {bw / 1e9:.0f} GB/s measured "
-              f"-> floor {floor_ms:.3f} ms", flush=True)
+        print(f"  {bb.name}: {nbytes / 2**30:.2f} GiB of weights per step", flush=True)
         for B in batches:
             g = torch.Generator().manual_seed(B)
             embeds = (0.1 * torch.randn(B, prompt_len, bb.hidden_size, generator=g)).to(bb.device, bb.dtype)
@@ -212,22 +258,24 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=3):
             ref, _ = ref_bb.forward(inputs[0].float(), torch.ones(B, prompt_len + 1, dtype=torch.long, device=bb.device),
                                     cache)
             for mode in modes:
-                row = dict(model=bb.name.rstrip("/").split("/")[-1], batch=B, mode=mode, floor_ms=floor_ms)
+                row = dict(model=bb.name.rstrip("/").split("/")[-1], batch=B, mode=mode)
                 try:
                     t0 = time.perf_counter()
                     prefill, run, first = _stepper(bb, mode, B, prompt_len + steps, embeds, mask, inputs)
                     row["setup_s"] = time.perf_counter() - t0  # decoder + graph capture (+ compilation)
                     row["rel_error_vs_fp32"] = ((first.float() - ref).norm() / ref.norm()).item()
-                    times = []
+                    times, floors = [], []
                     for _ in range(repeats):
+                        floors.append(1000 * nbytes / bandwidth(bb.device))
                         state = prefill()
                         sync(bb.device)
                         t0 = time.perf_counter()
                         run(state)
                         sync(bb.device)
                         times.append((time.perf_counter() - t0) / steps)
-                    row["ms_per_step"] = 1000 * sorted(times)[len(times) // 2]
-                    row["x_floor"] = row["ms_per_step"] / floor_ms
+                    row["ms_per_step"] = 1000 * statistics.median(times)
+                    row["floor_ms"] = statistics.median(floors)
+                    judge_floor(row)
                 except Exception as e:  # a mode this machine cannot run (e.g. compile without a compiler)
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"
                 rows.append(row)
@@ -262,78 +310,9 @@ def _stepper(bb, mode, B, need, embeds, mask, inputs):
 def _step_line(r):
     if "error" in r:
         return f"{r['model']} batch {r['batch']} {r['mode']}: failed: {r['error']}"
-    return (f"{r['model']} batch {r['batch']} {r['mode']}: {r['ms_per_step']:.3f} ms/step ({r['x_floor']:.1f}x floor), "
-            f"error vs fp32 {r['rel_error_vs_fp32']:.1e}, set-up {r['setup_s']:.1f} s")
-
-
-def main(argv=None):
-    p = argparse.ArgumentParser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, "
-                                            "training cost.")
-    p.add_argument("--agents", default="smollm,smollm")
-    p.add_argument("--sizes", default=None,
-                   help=f"instead of --agents: random-initialised models in the shapes of the paper's backbones, "
-                        f"no weights needed; comma-separated from {', '.join(SIZES)}")
-    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
-    p.add_argument("--rounds", default="1,2,3")
-    p.add_argument("--latent-steps", type=int, default=16)
-    p.add_argument("--questions", type=int, default=4)
-    p.add_argument("--max-new-tokens", type=int, default=96)
-    p.add_argument("--rollout-m", default="16,32,80")
-    p.add_argument("--rollout-batch", default="1,16")
-    p.add_argument("--rollout-max-work", type=int, default=16 * 16,
-                   help="skip recompute runs with batch x m above this on a CPU (recompute at batch 16, m=80 takes "
-                        "minutes there); no limit on CUDA")
-    p.add_argument("--step-batch", default="auto", help="batch sizes for part 4; auto = 1 on a CPU, 1,16 on CUDA")
-    p.add_argument("--step-modes", default="auto",
-                   help="fast.py modes to time, e.g. off,static,graph,compile; auto = off,static on a CPU (compile "
-                        "takes minutes there), off,static,graph,compile on CUDA")
-    p.add_argument("--skip", default="", help="comma-separated parts to skip: e2e,rollout,train,step")
-    p.add_argument("--out", default="runs/bench")
-    fast.add_argument(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
-    a = p.parse_args(argv)
-    try:
-        torch.manual_seed(0)
-        if a.sizes:  # random-initialised models in the paper backbones' shapes, instead of --agents
-            a.agents = ",".join(size_alias(x) for x in a.sizes.split(","))
-        system = system_from_args(a)
-        device = str(system.backbones[-1].device)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    skip = set(a.skip.split(","))
-    machine = (torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores, "
-               f"{torch.get_num_threads()} threads")
-    res = dict(agents=a.agents, device=device, machine=machine, dtype=str(system.backbones[0].dtype),
-               latent_steps=a.latent_steps, questions=a.questions, max_new_tokens=a.max_new_tokens)
-    t0 = time.time()
-    if "e2e" not in skip:
-        print(f"end to end on {a.questions} questions, m={a.latent_steps}, {a.max_new_tokens} new tokens max")
-        res["end_to_end"] = end_to_end(system, QUESTIONS[:a.questions], [int(r) for r in a.rounds.split(",")],
-                                       a.latent_steps, a.max_new_tokens)
-    if "rollout" not in skip:
-        print("latent rollout, KV cache vs recompute")
-        res["rollout"] = rollouts(system, [int(m) for m in a.rollout_m.split(",")],
-                                  [int(b) for b in a.rollout_batch.split(",")],
-                                  None if device.startswith("cuda") else a.rollout_max_work)
-    if "train" not in skip:
-        print("training cost on the final agent (batch 2)")
-        res["training"] = training_cost(system)
-    if "step" not in skip:
-        modes = a.step_modes
-        if modes == "auto":
-            modes = "off,static,graph,compile" if device.startswith("cuda") else "off,static"
-        print("one latent step: eager vs fast.py, against the weight-read floor")
-        batches = a.step_batch if a.step_batch != "auto" else "1,16" if device.startswith("cuda") else "1"
-        res["step"] = step_times(system, [int(b) for b in batches.split(",")], modes.split(","))
-    res["seconds"] = time.time() - t0
-    os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "bench.json"), "w") as f:
-        json.dump(res, f, indent=1)
-    report(res)
-    plot(res, a.out)
-    return 0
+    vs = f"{r['x_floor']:.1f}x floor" if "x_floor" in r else f"error: {r['measurement_error']}"
+    return (f"{r['model']} batch {r['batch']} {r['mode']}: {r['ms_per_step']:.3f} ms/step, floor {r['floor_ms']:.3f} "
+            f"ms ({vs}), error vs fp32 {r['rel_error_vs_fp32']:.1e}, set-up {r['setup_s']:.1f} s")
 
 
 def report(res):
@@ -354,22 +333,22 @@ def report(res):
     if "training" in res:
         print(f"\n{'training':18} {'trainable':>12} {'s/step':>8} {'peak GB':>8}")
         for r in res["training"]:
-            if "skipped" in r:
-                print(f"{r['method']:18} skipped: {r['skipped']}")
-            else:
-                print(f"{r['method']:18} {r['trainable']:12,} {r['seconds_per_step']:8.2f} {r['peak_gb']:8.2f}")
+            print(f"{r['method']:18} " + (f"skipped: {r['skipped']}" if "skipped" in r else
+                                          f"{r['trainable']:12,} {r['seconds_per_step']:8.2f} {r['peak_gb']:8.2f}"))
     if "step" in res:
-        print(f"\n{'one latent step':22} {'batch':>5} {'mode':8} {'ms/step':>8} {'x floor':>8} {'err vs fp32':>11} "
-              f"{'set-up s':>8}")
+        print(f"\n{'one latent step':22} {'batch':>5} {'mode':8} {'ms/step':>8} {'floor ms':>8} {'x floor':>8} "
+              f"{'err vs fp32':>11} {'set-up s':>8}")
         for r in res["step"]:
             if "error" in r:
                 print(f"{r['model']:22} {r['batch']:5d} {r['mode']:8} failed: {r['error']}")
-            else:
-                print(f"{r['model']:22} {r['batch']:5d} {r['mode']:8} {r['ms_per_step']:8.3f} {r['x_floor']:8.1f} "
-                      f"{r['rel_error_vs_fp32']:11.1e} {r['setup_s']:8.1f}")
-        floors = sorted({(r["model"], round(r["floor_ms"], 3)) for r in res["step"]})
-        print("(floor = decoder weights read once at the measured copy bandwidth: "
-              + ", ".join(f"{m} {f:.3f} ms" for m, f in floors) + ")")
+                continue
+            x = f"{r['x_floor']:8.1f}" if "x_floor" in r else "   error"
+            print(f"{r['model']:22} {r['batch']:5d} {r['mode']:8} {r['ms_per_step']:8.3f} {r['floor_ms']:8.3f} {x} "
+                  f"{r['rel_error_vs_fp32']:11.1e} {r['setup_s']:8.1f}"
+                  + (f"  error: {r['measurement_error']}" if "measurement_error" in r else ""))
+        print("(floor = decoder weights read once at the copy bandwidth, sampled in turn with the step; medians)")
+    if "grad" in res:
+        grad_table(res["grad"], res["grad_agents"])
     print(f"\n({res['seconds']:.0f} s in all)")
 
 
@@ -392,6 +371,85 @@ def plot(res, out):
         fig.tight_layout()
         fig.savefig(os.path.join(out, "end_to_end.png"))
 
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, "
+                                            "training cost; and the gradient probe.")
+    p.error = fail
+    p.add_argument("--agents", default="smollm,smollm")
+    p.add_argument("--sizes", default=None, type=sizes,
+                   help=f"instead of --agents: random-initialised models in the shapes of the paper's backbones, "
+                        f"no weights needed; comma-separated from {', '.join(SIZES)}")
+    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
+    p.add_argument("--rounds", default="1,2,3", type=counts)
+    p.add_argument("--latent-steps", type=count, default=16)
+    p.add_argument("--questions", type=lambda t: count(t, len(QUESTIONS)), default=4)
+    p.add_argument("--max-new-tokens", type=count, default=96)
+    p.add_argument("--rollout-m", default="16,32,80", type=counts)
+    p.add_argument("--rollout-batch", default="1,16", type=counts)
+    p.add_argument("--rollout-max-work", type=count, default=16 * 16,
+                   help="skip recompute runs with batch x m above this on a CPU (recompute at batch 16, m=80 takes "
+                        "minutes there); no limit on CUDA")
+    p.add_argument("--step-batch", default="auto", type=lambda t: t if t == "auto" else counts(t),
+                   help="batch sizes for part 4; auto = 1 on a CPU, 1,16 on CUDA")
+    p.add_argument("--step-modes", default="auto",
+                   help="fast.py modes to time, e.g. off,static,graph,compile; auto = off,static on a CPU (compile "
+                        "takes minutes there), off,static,graph,compile on CUDA")
+    p.add_argument("--grad-agents", default=None,
+                   help="agents for part 5 (default: --agents); the text hand-over needs one vocabulary")
+    p.add_argument("--grad-temperature", default="1", type=temperatures,
+                   help="softmax temperatures of the text hand-over in part 5, e.g. 1,0.1")
+    p.add_argument("--skip", default="", type=parts, help=f"comma-separated parts to skip: {','.join(PARTS)}")
+    p.add_argument("--out", default="runs/bench")
+    fast.add_argument(p)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--dtype", default="auto")
+    a = p.parse_args(argv)
+    skip = a.skip
+    try:
+        torch.manual_seed(0)
+        a.agents = a.sizes or a.agents  # random-initialised models in the paper backbones' shapes, instead of --agents
+        system = system_from_args(a) if set(PARTS[:4]) - skip or not a.grad_agents else None
+        grad_system = system_from_args(argparse.Namespace(**dict(vars(a), agents=a.grad_agents))) \
+            if a.grad_agents and "grad" not in skip else system
+        device = str((system or grad_system).backbones[-1].device)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    machine = (torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores, "
+               f"{torch.get_num_threads()} threads")
+    res = dict(agents=a.agents, device=device, machine=machine, dtype=str((system or grad_system).backbones[0].dtype),
+               latent_steps=a.latent_steps, questions=a.questions, max_new_tokens=a.max_new_tokens)
+    t0 = time.time()
+    if "e2e" not in skip:
+        print(f"end to end on {a.questions} questions, m={a.latent_steps}, {a.max_new_tokens} new tokens max")
+        res["end_to_end"] = end_to_end(system, QUESTIONS[:a.questions], a.rounds, a.latent_steps, a.max_new_tokens)
+    if "rollout" not in skip:
+        print("latent rollout, KV cache vs recompute")
+        res["rollout"] = rollouts(system, a.rollout_m, a.rollout_batch,
+                                  None if device.startswith("cuda") else a.rollout_max_work)
+    if "train" not in skip:
+        print("training cost on the final agent (batch 2)")
+        res["training"] = training_cost(system)
+    if "step" not in skip:
+        cuda = device.startswith("cuda")
+        modes = a.step_modes if a.step_modes != "auto" else "off,static,graph,compile" if cuda else "off,static"
+        print("one latent step: eager vs fast.py, against the weight-read floor (sampled in turn with the step)")
+        batches = a.step_batch if a.step_batch != "auto" else [1, 16] if cuda else [1]
+        res["step"] = step_times(system, batches, modes.split(","))
+    if "grad" not in skip:
+        print(f"gradient reaching agent 1's round-1 thoughts ({','.join(grad_system.agent_names)}, m={a.latent_steps}"
+              f", {a.questions} questions): outer links vs text-like hand-overs")
+        res["grad_agents"] = ",".join(grad_system.agent_names)
+        res["grad"] = grad_probe(grad_system, QUESTIONS[:a.questions], ANSWERS[:a.questions], a.rounds,
+                                 a.latent_steps, a.grad_temperature)
+    res["seconds"] = time.time() - t0
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "bench.json"), "w") as f:
+        json.dump(res, f, indent=1)
+    report(res)
+    plot(res, a.out)
+    return 0
 
 if __name__ == "__main__":
     sys.exit(main())
