@@ -31,10 +31,11 @@ import torch
 
 import fast
 import trainer
-from agents import TOPOLOGIES, build_inputs, rollout, rollout_recompute, system_from_args
+from agents import (Parser, add_system_args, build_inputs, checked, positive_int, rollout, rollout_recompute,
+                    system_from_args)
 from gradprobe import grad_probe, grad_table, temperatures
 from train_outer import outer_loss
-from model import SYNTHETIC, Backbone, UserError
+from model import SYNTHETIC, Backbone, EagerDecoder, UserError
 
 QUESTIONS = [  # GSM8K test, first four
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends "
@@ -61,18 +62,9 @@ def sizes(text):
     return ",".join("random-" + x for x in names)
 
 
-def count(text, most=None):
-    """A whole number >= 1 (and <= most)."""
-    n = int(text) if text.strip().lstrip("-").isdigit() else None
-    if n is None or n < 1 or (most and n > most):
-        span = f"from 1 to {most}" if most else ">= 1"
-        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number {span}; pass e.g. {min(2, most or 2)}")
-    return n
-
-
 def counts(text):
     """'1,2,3' -> [1, 2, 3], each a whole number >= 1."""
-    return [count(x) for x in text.split(",")]
+    return [positive_int(x) for x in text.split(",")]
 
 
 def parts(text):
@@ -81,12 +73,6 @@ def parts(text):
     for name in sorted(names - set(PARTS)):
         raise argparse.ArgumentTypeError(f"unknown part '{name}'; use some of {','.join(PARTS)}")
     return names
-
-
-def fail(message):
-    """argparse's errors as one line, like a UserError's (no usage block)."""
-    print(f"error: {message}", file=sys.stderr)
-    sys.exit(2)
 
 
 def sync(device):
@@ -221,7 +207,7 @@ def bandwidth(device, repeats=5):
 def step_bytes(bb):
     """Bytes a latent step must read at least: every decoder-layer weight and the final norm, once (the input
     embeddings and the LM head are not touched by a latent step)."""
-    m = bb.model.model
+    m = bb.lm
     return sum(p.numel() * p.element_size() for p in list(m.layers.parameters()) + list(m.norm.parameters()))
 
 
@@ -286,18 +272,7 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=5):
 def _stepper(bb, mode, B, need, embeds, mask, inputs):
     """(prefill() -> state, steps(state) -> last output, the first step's output after a fresh prefill) for a mode.
     Only steps() is timed."""
-    if mode == "off":  # HF forward with a DynamicCache, as the eager rollout does it
-        def prefill():
-            return bb.forward(embeds, mask)[1]
-
-        def steps(cache):
-            m = mask
-            for e in inputs:
-                m = torch.cat([m, torch.ones_like(m[:, :1])], 1)
-                out, cache = bb.forward(e, m, cache)
-            return out
-        return prefill, steps, bb.forward(inputs[0], torch.cat([mask, mask[:, :1]], 1), prefill())[0]
-    dec = fast.StaticDecoder(bb, B, fast.bucket(need), mode)
+    dec = EagerDecoder(bb) if mode == "off" else fast.StaticDecoder(bb, B, fast.bucket(need), mode)
 
     def steps(_):
         for e in inputs:
@@ -373,21 +348,21 @@ def plot(res, out):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, "
-                                            "training cost; and the gradient probe.")
-    p.error = fail
-    p.add_argument("--agents", default="smollm,smollm")
+    p = Parser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, training cost; "
+                           "and the gradient probe.", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+               epilog="example: python bench.py --skip rollout,step --rounds 1,2")
+    add_system_args(p)
     p.add_argument("--sizes", default=None, type=sizes,
                    help=f"instead of --agents: random-initialised models in the shapes of the paper's backbones, "
                         f"no weights needed; comma-separated from {', '.join(SIZES)}")
-    p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES))
-    p.add_argument("--rounds", default="1,2,3", type=counts)
-    p.add_argument("--latent-steps", type=count, default=16)
-    p.add_argument("--questions", type=lambda t: count(t, len(QUESTIONS)), default=4)
-    p.add_argument("--max-new-tokens", type=count, default=96)
-    p.add_argument("--rollout-m", default="16,32,80", type=counts)
-    p.add_argument("--rollout-batch", default="1,16", type=counts)
-    p.add_argument("--rollout-max-work", type=count, default=16 * 16,
+    p.add_argument("--rounds", default="1,2,3", type=counts, help="rounds to compare, comma-separated")
+    p.add_argument("--latent-steps", type=positive_int, default=16, help="latent steps per agent and round")
+    p.add_argument("--questions", type=checked(int, lambda v: 1 <= v <= len(QUESTIONS), f"a number from 1 to "
+                                               f"{len(QUESTIONS)}"), default=4, help="questions per measurement")
+    p.add_argument("--max-new-tokens", type=positive_int, default=96, help="most tokens the final agent writes")
+    p.add_argument("--rollout-m", default="16,32,80", type=counts, help="latent steps for KV vs recompute")
+    p.add_argument("--rollout-batch", default="1,16", type=counts, help="batch sizes for KV vs recompute")
+    p.add_argument("--rollout-max-work", type=positive_int, default=16 * 16,
                    help="skip recompute runs with batch x m above this on a CPU (recompute at batch 16, m=80 takes "
                         "minutes there); no limit on CUDA")
     p.add_argument("--step-batch", default="auto", type=lambda t: t if t == "auto" else counts(t),
@@ -400,10 +375,7 @@ def main(argv=None):
     p.add_argument("--grad-temperature", default="1", type=temperatures,
                    help="softmax temperatures of the text hand-over in part 5, e.g. 1,0.1")
     p.add_argument("--skip", default="", type=parts, help=f"comma-separated parts to skip: {','.join(PARTS)}")
-    p.add_argument("--out", default="runs/bench")
-    fast.add_argument(p)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--dtype", default="auto")
+    p.add_argument("--out", default="runs/bench", help="folder for bench.json and the plot")
     a = p.parse_args(argv)
     skip = a.skip
     try:
@@ -450,6 +422,7 @@ def main(argv=None):
     report(res)
     plot(res, a.out)
     return 0
+
 
 if __name__ == "__main__":
     sys.exit(main())
