@@ -1,14 +1,15 @@
 #!/usr/bin/env bash
-# Everything issue 5 needs from a GPU, in ONE call of a lent GPU machine (torch, transformers, pytest and peft are
-# there; nothing is installed). Its parts are time-capped at 570 s in all:
+# The fast path's GPU checks in one command that needs nothing installed beyond torch, transformers, pytest and peft
+# (run it from the repository root). Its parts are time-capped at 570 s in all:
 #   1. the fast path's CUDA tests: CUDA-graph and compiled steps equal eager (float32 and bfloat16, 3 architectures)
 #   2. one latent step on random-initialised paper-sized models, batch 1 and 16: eager HF vs static cache vs
 #      + CUDA graph vs + torch.compile, against the weight-read floor (bench.py, part 4)
 #   3. the KV-cached rollout vs recompute, and training cost (links / LoRA / full fine-tuning) on the same models
-# Full outputs go under $OUT (the device tool's folder; runs/gpu elsewhere); each part prints its table as it ends.
+# Full outputs go under $OUT (default runs/gpu); each part prints its table as it ends.
 #
-#   device run:  bash gpu_check.sh            dry run on a CPU:  DEVICE=cpu MODELS=tiny-qwen,tiny-llama bash gpu_check.sh
+#   on a GPU:  bash scripts/gpu_check.sh      dry run on a CPU:  DEVICE=cpu MODELS=tiny-qwen,tiny-llama bash scripts/gpu_check.sh
 set -u
+cd "$(dirname "$0")/.."
 out=${OUT:-runs/gpu}
 device=${DEVICE:-cuda}
 models=${MODELS:-random-qwen2.5-1.5b,random-llama-3.2-1b}
@@ -19,8 +20,8 @@ mkdir -p "$out"
   $py -c "import sys, torch, transformers; print('python', sys.version.split()[0], 'torch', torch.__version__,
 'transformers', transformers.__version__)"; } > "$out/pytest.txt" 2>&1
 
-# The device tool allows 600 s a command: the three parts are capped at 150 + 270 + 150 s, and each prints its
-# table as soon as it ends, so a run cut short still shows what it finished.
+# The three parts are capped at 150 + 270 + 150 s (fits a 10-minute job slot), and each prints its table as soon as it
+# ends, so a run cut short still shows what it finished.
 timeout 150 $py -m pytest -q -p no:cacheprovider tests/test_fast.py >> "$out/pytest.txt" 2>&1
 echo "pytest exit $?" >> "$out/pytest.txt"
 tail -n 14 "$out/pytest.txt"
