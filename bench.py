@@ -1,6 +1,6 @@
 """
-Efficiency, measured side by side in one run (DESIGN.md §5): every figure below is a ratio of two things timed in the
-same process on the same inputs. Absolute times mean something only for the machine they ran on.
+Efficiency, measured side by side in one run (docs/method.md §5): every figure below is a ratio of two things timed
+in the same process on the same inputs. Absolute times mean something only for the machine they ran on.
 
   1. end to end: RecursiveMAS (latent) vs Recursive-TextMAS (text) vs the single agent, r = 1, 2, 3, same questions:
      wall time, generated tokens (each agent's own tokenizer, and one common tiktoken encoding so different
@@ -15,7 +15,7 @@ same process on the same inputs. Absolute times mean something only for the mach
 
     python bench.py                                   # CPU: SmolLM2 x2, ~8-9 minutes on 2 cores
     python bench.py --sizes qwen2.5-1.5b,llama-3.2-1b --device cuda      # paper-sized random models, no weights
-    bash gpu_check.sh                                 # on a GPU: the CUDA tests + the step table, one call
+    bash scripts/gpu_check.sh                         # on a GPU: the CUDA tests + the step table, one call
     python bench.py --grad-agents tiny-llama,tiny-llama --skip e2e,rollout,train,step   # part 5 alone
 Writes runs/bench/bench.json (and PNG plots when matplotlib is installed).
 """
