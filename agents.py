@@ -21,7 +21,7 @@ import torch.nn as nn
 
 from fast import MODES as FAST_MODES, add_argument as add_fast_argument, resolve_mode as resolve_fast
 from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
-from model import UserError, load_backbone, pad_left, pick_device, pick_dtype, slot
+from model import UserError, check_available, load_backbone, pad_left, pick_device, pick_dtype, slot
 from patterns import PRESETS, TOPOLOGIES, base_role, expand_agents, role_of, slot_label, slot_name
 from tools import Search, answer_with_tools
 
@@ -93,6 +93,7 @@ class System(nn.Module):
         if spread and str(device).startswith("cuda") and torch.cuda.device_count() > 1:  # one GPU per distinct model
             names = list(dict.fromkeys(agents))
             devices = [f"cuda:{names.index(a) % torch.cuda.device_count()}" for a in agents]
+        check_available(agents)  # every missing model named at once, before minutes of loading
         self.backbones = [load_backbone(a, dev, dtype, trust_remote_code) for a, dev in zip(agents, devices)]
         if fast not in FAST_MODES:
             raise UserError(f"unknown --fast '{fast}'; use one of {', '.join(FAST_MODES)}")

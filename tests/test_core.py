@@ -148,6 +148,7 @@ def _cli(*args, env=None):
     (["--agents", "./no/such/folder"], ["not found"]),
     (["--agents", "some-org/some-model-not-here"], ["some-org/some-model-not-here", "--agents smollm"]),
     (["--agents", "tiny-llama", "--question", "  "], ["empty question"]),
+    (["--agents", "some-org/model-a,other-org/model-b"], ["some-org/model-a", "other-org/model-b", "hf download"]),
 ])
 def test_cli_errors_are_one_clear_line(args, words):
     r = _cli(*args)
@@ -198,3 +199,47 @@ def test_position_ids_under_left_padding_start_at_zero(name):
         real = seen[0][b][mask[b].bool()]
         assert real.tolist() == list(range(int(lengths[b])))
         assert seen[1][b, 0].item() == lengths[b].item()  # the next step continues the row's own count
+
+
+BAD_INPUT = {  # CLI -> [(arguments, a word the one-line error must contain)]
+    "agents": [(["--max-new-tokens", "0"], "--max-new-tokens"), (["--max-new-tokens", "10000000"], "--max-new-tokens"),
+               (["--question", "caf\udce9"], "UTF-8"), (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
+               (["--temperature", "nan"], "--temperature"), (["--temperature", "-1"], "--temperature"),
+               (["--device", "tpu"], "--device"), (["--search-docs", "/no/such.jsonl"], "--search-docs"),
+               (["--rounds", "0"], "--rounds"), (["--latent-steps", "-12"], "--latent-steps"),
+               (["--pattern", "ring"], "--pattern"), (["--link-variant", "3layer"], "--link-variant"),
+               (["--fast", "turbo"], "--fast")],
+    "train_outer": [(["--steps", "0"], "--steps"), (["--batch-size", "0"], "--batch-size"), (["--lr", "nan"], "--lr"),
+                    (["--ckpt-every", "0"], "--ckpt-every"), (["--log-every", "0"], "--log-every"),
+                    (["--rounds", "0"], "--rounds"), (["--latent-steps", "-1"], "--latent-steps"),
+                    (["--data", "/no/such.jsonl", "--agents", "tiny-llama"], "not found"),
+                    (["--data", "/", "--agents", "tiny-llama"], "folder")],
+    "train_inner": [(["--steps", "-3"], "--steps"), (["--max-target-tokens", "0"], "--max-target-tokens"),
+                    (["--warmup", "-1"], "--warmup")],
+    "train_single": [(["--method", "qlora"], "--method"), (["--lora-r", "0"], "--lora-r")],
+}
+
+
+@pytest.mark.parametrize("cli,args,word", [(c, a, w) for c, cases in BAD_INPUT.items() for a, w in cases])
+def test_every_cli_refuses_bad_input_in_one_line(cli, args, word, tmp_path, capsys):
+    """Checked when the arguments are parsed (or before any model loads): exit 2, one line on stderr, no traceback."""
+    import importlib
+    main = importlib.import_module(cli).main
+    try:
+        code = main([*args, "--out", str(tmp_path / "out")] if cli.startswith("train") else args)
+    except SystemExit as e:
+        code = e.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error: ") and word in err, err
+
+
+@pytest.mark.parametrize("content,word", [(b"", "empty"), (b"\xff\xfe\x00binary", "UTF-8"), (b"[]", "non-empty"),
+                                          (b'{"rows": []}', "non-empty")])
+def test_bad_data_files_are_one_line_errors(content, word, tmp_path, capsys):
+    import train_outer
+    f = tmp_path / "rows.json"
+    f.write_bytes(content)
+    code = train_outer.main(["--agents", "tiny-llama", "--data", str(f), "--out", str(tmp_path / "out"),
+                             "--eval-questions", "0"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.splitlines()[-1].startswith("error: ") and word in err.splitlines()[-1], err
