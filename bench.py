@@ -13,7 +13,7 @@ in the same process on the same inputs. Absolute times mean something only for t
   5. the gradient probe (the paper's Theorem 4.1): the norm of d(answer CE)/d(agent 1's round-1 thoughts) through the
      outer links vs through a text-like hand-over (softmax over the vocabulary, then the expected embedding).
 
-    python bench.py                                   # CPU: SmolLM2 x2, ~8-9 minutes on 2 cores
+    python bench.py                                   # CPU: SmolLM2 x2, parts 1-4 ~8-9 minutes on 2 cores
     python bench.py --sizes qwen2.5-1.5b,llama-3.2-1b --device cuda      # paper-sized random models, no weights
     bash scripts/gpu_check.sh                         # on a GPU: the CUDA tests + the step table, one call
     python bench.py --grad-agents tiny-llama,tiny-llama --skip e2e,rollout,train,step   # part 5 alone
@@ -34,8 +34,8 @@ import trainer
 from agents import (Parser, add_system_args, build_inputs, checked, positive_int, rollout, rollout_recompute,
                     system_from_args)
 from gradprobe import grad_probe, grad_table, temperatures
-from train_outer import outer_loss
 from model import SYNTHETIC, Backbone, EagerDecoder, UserError
+from train_outer import outer_loss
 
 QUESTIONS = [  # GSM8K test, first four
     "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends "
@@ -57,8 +57,8 @@ SIZES = [n.removeprefix("random-") for n in SYNTHETIC if n.startswith("random-")
 def sizes(text):
     """--sizes 'qwen2.5-1.5b,llama-3.2-1b' -> 'random-qwen2.5-1.5b,random-llama-3.2-1b'."""
     names = [x.strip().removeprefix("random-") for x in text.split(",")]
-    for name in [x for x in names if x not in SIZES][:1]:
-        raise argparse.ArgumentTypeError(f"unknown --sizes entry '{name}'; use one of {', '.join(SIZES)}")
+    if unknown := [x for x in names if x not in SIZES]:
+        raise argparse.ArgumentTypeError(f"unknown --sizes entry '{unknown[0]}'; use one of {', '.join(SIZES)}")
     return ",".join("random-" + x for x in names)
 
 
@@ -70,8 +70,8 @@ def counts(text):
 def parts(text):
     """--skip 'e2e,train' -> {'e2e', 'train'}; only known part names."""
     names = {x.strip() for x in text.split(",") if x.strip()}
-    for name in sorted(names - set(PARTS)):
-        raise argparse.ArgumentTypeError(f"unknown part '{name}'; use some of {','.join(PARTS)}")
+    if unknown := sorted(names - set(PARTS)):
+        raise argparse.ArgumentTypeError(f"unknown part '{unknown[0]}'; use some of {','.join(PARTS)}")
     return names
 
 
@@ -218,15 +218,13 @@ def judge_floor(row):
                                     f"ms), machine busy?")
     else:
         row["x_floor"] = row["ms_per_step"] / row["floor_ms"]
-    return row
 
 
 @torch.no_grad()
 def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=5):
     """Milliseconds per one-token latent step for each fast mode, each mode's relative error on one step against
-    the float32 eager forward (same weights, upcast), and the floor. The floor is sampled in turn with the step (one
-    bandwidth sample, one step sample, ...; medians of each), so both see the same load. A mode that fails is
-    reported, not fatal."""
+    the float32 eager forward (same weights, upcast), and the floor, sampled in turn with the step (a bandwidth
+    sample, a step sample, ...; medians of each) so both see the same load. A failing mode is reported, not fatal."""
     rows, seen = [], set()
     for bb in system.backbones:
         if bb.name in seen:
@@ -241,8 +239,8 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=5):
             mask = torch.ones(B, prompt_len, dtype=torch.long, device=bb.device)
             inputs = (0.1 * torch.randn(steps, B, 1, bb.hidden_size, generator=g)).to(bb.device, bb.dtype)
             _, cache = ref_bb.forward(embeds.float(), mask)
-            ref, _ = ref_bb.forward(inputs[0].float(), torch.ones(B, prompt_len + 1, dtype=torch.long, device=bb.device),
-                                    cache)
+            ones = torch.ones(B, prompt_len + 1, dtype=torch.long, device=bb.device)
+            ref, _ = ref_bb.forward(inputs[0].float(), ones, cache)
             for mode in modes:
                 row = dict(model=bb.name.rstrip("/").split("/")[-1], batch=B, mode=mode)
                 try:
@@ -265,7 +263,7 @@ def step_times(system, batches, modes, prompt_len=64, steps=32, repeats=5):
                 except Exception as e:  # a mode this machine cannot run (e.g. compile without a compiler)
                     row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:150] if str(e) else ''}"
                 rows.append(row)
-                print("  " + _step_line(row), flush=True)
+                print("  " + _step_row(row), flush=True)
     return rows
 
 
@@ -282,13 +280,14 @@ def _stepper(bb, mode, B, need, embeds, mask, inputs):
     return lambda: dec.start(embeds, mask), steps, dec.step(inputs[0])
 
 
-def _step_line(r):
+def _step_row(r):
+    """One row of the step table, printed as it is measured and again in the report."""
+    head = f"{r['model']:22} {r['batch']:5d} {r['mode']:8}"
     if "error" in r:
-        return f"{r['model']} batch {r['batch']} {r['mode']}: failed: {r['error']}"
-    vs = f"{r['x_floor']:.1f}x floor" if "x_floor" in r else f"error: {r['measurement_error']}"
-    return (f"{r['model']} batch {r['batch']} {r['mode']}: {r['ms_per_step']:.3f} ms/step, floor {r['floor_ms']:.3f} "
-            f"ms ({vs}), error vs fp32 {r['rel_error_vs_fp32']:.1e}, set-up {r['setup_s']:.1f} s")
-
+        return f"{head} failed: {r['error']}"
+    x = f"{r['x_floor']:8.1f}" if "x_floor" in r else "   error"
+    return (f"{head} {r['ms_per_step']:8.3f} {r['floor_ms']:8.3f} {x} {r['rel_error_vs_fp32']:11.1e} "
+            f"{r['setup_s']:8.1f}" + (f"  error: {r['measurement_error']}" if "measurement_error" in r else ""))
 
 def report(res):
     print(f"\n== report: {res['machine']}, {res['agents']}, {res['dtype']}")
@@ -314,13 +313,7 @@ def report(res):
         print(f"\n{'one latent step':22} {'batch':>5} {'mode':8} {'ms/step':>8} {'floor ms':>8} {'x floor':>8} "
               f"{'err vs fp32':>11} {'set-up s':>8}")
         for r in res["step"]:
-            if "error" in r:
-                print(f"{r['model']:22} {r['batch']:5d} {r['mode']:8} failed: {r['error']}")
-                continue
-            x = f"{r['x_floor']:8.1f}" if "x_floor" in r else "   error"
-            print(f"{r['model']:22} {r['batch']:5d} {r['mode']:8} {r['ms_per_step']:8.3f} {r['floor_ms']:8.3f} {x} "
-                  f"{r['rel_error_vs_fp32']:11.1e} {r['setup_s']:8.1f}"
-                  + (f"  error: {r['measurement_error']}" if "measurement_error" in r else ""))
+            print(_step_row(r))
         print("(floor = decoder weights read once at the copy bandwidth, sampled in turn with the step; medians)")
     if "grad" in res:
         grad_table(res["grad"], res["grad_agents"])
@@ -381,9 +374,10 @@ def main(argv=None):
     try:
         torch.manual_seed(0)
         a.agents = a.sizes or a.agents  # random-initialised models in the paper backbones' shapes, instead of --agents
-        system = system_from_args(a) if set(PARTS[:4]) - skip or not a.grad_agents else None
-        grad_system = system_from_args(argparse.Namespace(**dict(vars(a), agents=a.grad_agents))) \
-            if a.grad_agents and "grad" not in skip else system
+        own_grad = a.grad_agents and "grad" not in skip  # part 5 on agents of its own
+        system = system_from_args(a) if set(PARTS[:4]) - skip or not own_grad else None
+        grad_args = argparse.Namespace(**dict(vars(a), agents=a.grad_agents))
+        grad_system = system_from_args(grad_args) if own_grad else system
         device = str((system or grad_system).backbones[-1].device)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
