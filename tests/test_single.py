@@ -1,9 +1,6 @@
 """The trained baselines (train_single.py): the final agent alone, LoRA or full; its checkpoints and trained_backbone."""
 import os
-import signal
-import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -12,6 +9,7 @@ import agents
 import model
 import train_single
 from agents import System
+from conftest import kill_and_resume
 from model import load_backbone
 from train_single import Tuned, trained_backbone
 
@@ -144,18 +142,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, method):
     def cmd(out, *extra):
         return [sys.executable, "train_single.py", "--agents", "tiny-llama", "--method", method, "--data", str(data),
                 "--steps", "12", "--ckpt-every", "4", "--lr", "1e-2", "--log-every", "100", "--out", str(out), *extra]
-    whole = subprocess.run(cmd(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen(cmd(tmp_path / "cut"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "cut" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert latest.read_text() != "step-000012", "the run finished before it could be killed"
-    resumed = subprocess.run(cmd(tmp_path / "cut", "--resume"), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    whole, resumed = kill_and_resume(cmd, tmp_path, ROOT)
     assert "resumed from step" in resumed.stdout
     name = train_single.FILE[method]
     a = (tmp_path / "whole" / f"{name}.safetensors").read_bytes()

@@ -2,10 +2,8 @@
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -14,6 +12,7 @@ import trainer
 import train_inner
 import train_outer
 from agents import System
+from conftest import kill_and_resume
 from rows import DataError, load_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -80,25 +79,15 @@ def test_outer_training_lowers_the_loss_clearly_on_tiny_models(tmp_path, monkeyp
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
     def cmd(out, *extra):
         return [sys.executable, "train_outer.py", *_train_tiny(out, 12, **{"ckpt-every": 4, "batch-size": 1}), *extra]
-    whole = subprocess.run(cmd(tmp_path / "whole"), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert whole.returncode == 0, whole.stderr
-    proc = subprocess.Popen(cmd(tmp_path / "cut"), cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    latest = tmp_path / "cut" / "latest"
-    deadline = time.time() + 300
-    while not latest.exists() and time.time() < deadline and proc.poll() is None:
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert latest.read_text() != "step-000012", "the run finished before it could be killed"
-    resumed = subprocess.run(cmd(tmp_path / "cut", "--resume"), cwd=ROOT, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
+    _, resumed = kill_and_resume(cmd, tmp_path, ROOT)
     assert "resumed from step" in resumed.stdout
     a = (tmp_path / "whole" / "links.safetensors").read_bytes()
     b = (tmp_path / "cut" / "links.safetensors").read_bytes()
     assert a == b  # bit-identical links
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_a_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(bad, tmp_path, capsys):
     system = System(["tiny-llama"])
     args = argparse.Namespace(lr=1e-3, warmup=1, steps=10, resume=False, out=str(tmp_path), batch_size=1, seed=0,
                               log_every=100, ckpt_every=2, stage="outer")
@@ -107,12 +96,12 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, capsys):
     def loss_fn(batch):
         calls.append(1)
         w = next(system.outer.parameters())
-        return (w.sum() * 0 + 1.0) if len(calls) <= 3 else w.sum() * float("nan")
+        return (w.sum() * 0 + 1.0) if len(calls) <= 3 else w.sum() * 0 + float(bad)
     with pytest.raises(SystemExit) as e:
         trainer.train(system, system.outer.parameters(), loss_fn, ROWS, args)
-    assert e.value.code != 0
+    assert e.value.code == 3 and len(calls) == 4
     out = capsys.readouterr().out
-    assert "loss is nan at step 4" in out and "--resume" in out
+    assert f"loss is {bad} at step 4" in out and "--resume" in out
     assert (tmp_path / "latest").read_text() == "step-000002"
     system.load_links(str(tmp_path / "links"))  # the kept checkpoint is whole and loadable
 
