@@ -28,9 +28,9 @@ tail -n 14 "$out/pytest.txt"
 
 report() { sed -n '/^== report/,/^([0-9]* s in all)/p' "$1" | grep -v '^$' | grep . || tail -n 8 "$1"; }
 # batch 1: every mode (compile takes a minute or two per model); batch 16: eager vs graph, then rollout + training
-timeout 270 $py bench.py --agents "$models" --device "$device" --skip e2e,rollout,train --step-batch 1 \
+timeout 270 $py bench.py --agents "$models" --device "$device" --skip e2e,rollout,train,grad --step-batch 1 \
   --step-modes off,static,graph,compile --out "$out/b1" > "$out/b1.txt" 2>&1
 echo; report "$out/b1.txt"
-timeout 150 $py bench.py --agents "$models" --device "$device" --skip e2e --step-batch 16 --step-modes off,graph \
+timeout 150 $py bench.py --agents "$models" --device "$device" --skip e2e,grad --step-batch 16 --step-modes off,graph \
   --rollout-m 16,80 --out "$out/b16" > "$out/b16.txt" 2>&1
 echo; report "$out/b16.txt"

@@ -21,7 +21,7 @@ ROWS = [{"question": q, "plan": f"Add or subtract: {q}", "refined_plan": f"Compu
 
 
 def _args(**kw):
-    base = dict(rounds=3, latent_steps=3, latents="rollout", supervise="final", max_target_tokens=32)
+    base = dict(rounds=3, latent_steps=3, latents="rollout", supervise="final", max_target_tokens=32, teacher_tokens=8)
     return argparse.Namespace(**dict(base, **kw))
 
 
@@ -164,7 +164,9 @@ def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(tmp
     from safetensors.torch import load_file
     data = tmp_path / "rows.jsonl"
     data.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
-    common = ["--data", str(data), "--device", "cpu", "--lr", "1e-3", "--warmup", "1"]
+    # a small lr: Adam divides by sqrt(v), so a last-bit difference in a near-zero gradient (one batch of 2 vs two of
+    # 1) becomes a difference of up to ~lr in that weight; at 1e-5 that stays under 1e-6 while every step moves ~1e-5
+    common = ["--data", str(data), "--device", "cpu", "--lr", "1e-5", "--warmup", "1"]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "train_outer.py",
                           *_train_tiny(tmp_path / "two", 3, **{"batch-size": 1, "log-every": 1}), *common],
                          cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -176,9 +178,9 @@ def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(tmp
     assert one.returncode == 0, one.stderr[-2000:]
     a, b = load_file(tmp_path / "two" / "links.safetensors"), load_file(tmp_path / "one" / "links.safetensors")
     start = System(["tiny-llama", "tiny-qwen"]).named_links()
-    moved = 0
+    moved = 0.0
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
         link, name = k.split(".", 2)[:2], k.split(".", 2)[2]
-        moved += not torch.allclose(a[k], dict(start[".".join(link)].state_dict())[name].float())
-    assert moved > 0  # training did move the links, so the equality says something
+        moved = max(moved, (a[k] - dict(start[".".join(link)].state_dict())[name].float()).abs().max().item())
+    assert moved > 1e-5  # training moved the links by more than the tolerance, so the equality says something
