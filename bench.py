@@ -384,7 +384,8 @@ def main(argv=None):
         return 2
     machine = (torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores, "
                f"{torch.get_num_threads()} threads")
-    res = dict(agents=a.agents, device=device, machine=machine, dtype=str((system or grad_system).backbones[0].dtype),
+    shown = system or grad_system  # the header names the agents that ran (part 5 alone: --grad-agents)
+    res = dict(agents=",".join(shown.agent_names), device=device, machine=machine, dtype=str((system or grad_system).backbones[0].dtype),
                latent_steps=a.latent_steps, questions=a.questions, max_new_tokens=a.max_new_tokens)
     t0 = time.time()
     if "e2e" not in skip:
@@ -411,8 +412,9 @@ def main(argv=None):
                                  a.latent_steps, a.grad_temperature)
     res["seconds"] = time.time() - t0
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, "bench.json"), "w") as f:
+    with open(os.path.join(a.out, ".bench.json.tmp"), "w") as f:
         json.dump(res, f, indent=1)
+    os.replace(os.path.join(a.out, ".bench.json.tmp"), os.path.join(a.out, "bench.json"))  # never half a report
     report(res)
     plot(res, a.out)
     return 0

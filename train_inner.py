@@ -52,6 +52,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.stage, args.out = "inner", args.out or os.path.join("runs", "inner")
     try:
+        trainer.prepare_out(args)  # before loading anything: a wrong --out or --resume costs nothing
         torch.manual_seed(args.seed)
         system = system_from_args(args)
         rows = load_rows(args.data, "train", targets=[role_targets(r) for r in system.roles])

@@ -117,6 +117,7 @@ def main(argv=None):
     args = p.parse_args(argv)
     args.stage, args.out = "outer", args.out or os.path.join("runs", "outer" if args.data != "secret" else "secret")
     try:
+        trainer.prepare_out(args)  # before loading anything: a wrong --out or --resume costs nothing
         torch.manual_seed(args.seed)
         system = system_from_args(args)
         budget = trainer.target_budget(args, system)

@@ -183,7 +183,7 @@ def prepare_out(args):
                             f"in '{out}', now {now.get(k)!r}; resume with the same setting, or start with --overwrite")
         quiet = set(TRAINED_BY) | {"resume", "overwrite", "out", "log_every", "ckpt_every"}
         notes = [f"--{k.replace('_', '-')} {saved.get(k)} -> {now.get(k)}" for k in sorted(set(saved) | set(now))
-                 if k not in quiet and saved.get(k) != now.get(k)]
+                 if k not in quiet and saved.get(k) != now.get(k) and now.get(k) is not None]  # None: resolved later
         if notes and first:
             print(f"note: resuming with changed settings: {', '.join(notes)}", flush=True)
     try:

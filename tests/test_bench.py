@@ -125,3 +125,13 @@ def test_bad_input_is_one_line_exit_2_at_parsing(capsys, tmp_path, bad, option):
         bench.main(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith(f"error: argument {option}: ") and err.count("\n") == 1
+
+
+def test_part_5_alone_names_the_agents_it_ran_on(tmp_path, capsys):
+    argv = ["--agents", "tiny-qwen", "--grad-agents", "tiny-llama,tiny-llama", "--skip", "e2e,rollout,train,step",
+            "--questions", "1", "--rounds", "1", "--latent-steps", "2", "--out", str(tmp_path)]
+    assert bench.main(argv) == 0
+    header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("== report")]
+    res = json.load(open(tmp_path / "bench.json"))
+    assert res["agents"] == res["grad_agents"] == "tiny-llama,tiny-llama" and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert len(header) == 1 and "tiny-llama,tiny-llama" in header[0] and "tiny-qwen" not in header[0], header

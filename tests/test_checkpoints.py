@@ -8,6 +8,7 @@ import torch
 
 import model
 import trainer
+import train_inner
 import train_outer
 from agents import System
 from links import CheckpointError, load_links, load_tensors, save_tensors
@@ -189,6 +190,16 @@ def test_resume_refuses_to_change_what_is_trained(tmp_path, monkeypatch, capsys)
     assert (tmp_path / "latest").read_text() == "step-000002"
     assert train_outer.main(argv + ["--resume", "--steps", "3", "--lr", "1e-3"]) == 0  # how, not what: a note
     assert "note: resuming with changed settings: --lr 0.0005 -> 0.001, --steps 2 -> 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("script", [train_inner, train_outer])
+def test_a_taken_out_is_refused_before_any_model_loads(tmp_path, script, monkeypatch, capsys):
+    (tmp_path / "latest").write_text("step-000002")  # a run's folder
+    loaded = []
+    monkeypatch.setattr(script, "system_from_args", lambda a: loaded.append(a) or pytest.fail("a model was loaded"))
+    assert script.main(["--agents", "tiny-llama", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already holds a run" in err[0] and "--resume" in err[0] and loaded == [], err
 
 
 @pytest.mark.parametrize("flag,value", [("--steps", "0"), ("--steps", "-3"), ("--batch-size", "0"), ("--lr", "0"),

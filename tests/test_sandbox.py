@@ -204,7 +204,7 @@ def test_no_connection_reaches_the_host(name, hook, target):
         code = f"import socket\ns = socket.socket(socket.AF_UNIX)\ns.connect({addr!r})\ns.sendall(b'hi')"
     elif name == "udp loopback":
         ln = Listener("udp")
-        code = f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" + \
+        code = "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n" + \
                f"for _ in range(20): s.sendto(b'hi', ('127.0.0.1', {ln.port}))"
     elif name == "tcp ipv6 loopback":
         ln = Listener("tcp", "::1", socket.AF_INET6)
