@@ -1,6 +1,6 @@
 """
 Training rows for the two training stages. A row always has `question` and `answer`; each agent learns the text of
-its role's target field (agents.ROLES): planner <- plan, critic <- refined_plan, solver / summarizer / learner /
+its role's target field (patterns.ROLES): planner <- plan, critic <- refined_plan, solver / summarizer / learner /
 reflector / tool-caller <- answer, distillation expert <- refined_plan, mixture specialists <- hie_<domain>_expert.
 
 Sources:

@@ -2,7 +2,7 @@
 Stage 1 (docs/method.md §4, inner loop): each agent's INNER link learns to turn a last-layer hidden state into the
 input embedding of the next ground-truth token, so that feeding R_in(h_t) back "continues the text" in latent space.
 
-For agent i with role target y (planner <- plan, critic <- refined_plan, solver <- answer; agents.ROLES), teacher-forced on
+For agent i with role target y (planner <- plan, critic <- refined_plan, solver <- answer; patterns.ROLES), teacher-forced on
 [role prompt | y]:   L_in = mean over target positions t of  1 - cos(R_in(h_t), Emb(y_{t+1}))
 
 The backbone runs under no_grad (the inner link sits after it), so this stage is cheap. Agents are independent: they
