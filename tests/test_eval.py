@@ -19,7 +19,7 @@ def test_score_of_a_looping_code_answer_is_a_failed_sample():
     item = evaluate.load_benchmark("humaneval")[0]
     t0 = time.time()
     pred, ok, extra = evaluate.score(item, "```python\nwhile True: pass\n```", timeout=2)
-    assert not ok and extra["timed_out"] and time.time() - t0 < 5
+    assert not ok and extra["timed_out"] and time.time() - t0 < 9  # its 2 s, not the default 10 s
 
 
 # ---- benchmarks ---------------------------------------------------------------------------------------------
