@@ -112,5 +112,7 @@ SECRET_ASK = "Another agent was told a secret word. What is the word? Answer wit
 
 def secret_rows(held_out=False):
     phr = SECRET_PHRASINGS[6:] if held_out else SECRET_PHRASINGS[:6]
-    return [{"question": {"first": p.format(w=w), "last": SECRET_ASK}, "answer": w, "final": w}
+    # the target is boxed, as the solver's closing line asks: a bare word would fight that instruction (measured:
+    # 50% held-out after 80 steps with the bare word, 100% boxed)
+    return [{"question": {"first": p.format(w=w), "last": SECRET_ASK}, "answer": f"\\boxed{{{w}}}", "final": w}
             for p in phr for w in SECRET_WORDS]

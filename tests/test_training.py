@@ -184,3 +184,16 @@ def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(tmp
         link, name = k.split(".", 2)[:2], k.split(".", 2)[2]
         moved = max(moved, (a[k] - dict(start[".".join(link)].state_dict())[name].float()).abs().max().item())
     assert moved > 1e-5  # training moved the links by more than the tolerance, so the equality says something
+
+
+def test_the_secret_task_hides_the_word_from_the_last_agent_and_reads_back_its_boxed_answer():
+    from rows import SECRET_WORDS, secret_rows
+    system = System(["tiny-llama", "tiny-llama"])
+    train, held = secret_rows(), secret_rows(held_out=True)
+    assert {r["question"]["first"] for r in train}.isdisjoint(r["question"]["first"] for r in held)
+    for r in train + held:
+        first, last = system.prompt(0, r["question"], 0), system.prompt(1, r["question"], 0)
+        assert r["final"] in first and not any(w in last.lower() for w in SECRET_WORDS)  # only latents can carry it
+        assert r["answer"] == f"\\boxed{{{r['final']}}}" and "\\boxed{}" in last  # the target is what it is asked
+        assert train_outer.final_answer(r["answer"], secret=True) == r["final"]
+        assert train_outer.final_answer(r["answer"][:-1] + " and more", secret=True) == r["final"]  # cut at "}"
