@@ -378,14 +378,14 @@ def main(argv=None):
         system = system_from_args(a) if set(PARTS[:4]) - skip or not own_grad else None
         grad_args = argparse.Namespace(**dict(vars(a), agents=a.grad_agents))
         grad_system = system_from_args(grad_args) if own_grad else system
-        device = str((system or grad_system).backbones[-1].device)
+        shown = system or grad_system  # the report names the agents that ran (part 5 alone: --grad-agents)
+        device = str(shown.backbones[-1].device)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     machine = (torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores, "
                f"{torch.get_num_threads()} threads")
-    shown = system or grad_system  # the header names the agents that ran (part 5 alone: --grad-agents)
-    res = dict(agents=",".join(shown.agent_names), device=device, machine=machine, dtype=str((system or grad_system).backbones[0].dtype),
+    res = dict(agents=",".join(shown.agent_names), device=device, machine=machine, dtype=str(shown.backbones[0].dtype),
                latent_steps=a.latent_steps, questions=a.questions, max_new_tokens=a.max_new_tokens)
     t0 = time.time()
     if "e2e" not in skip:
@@ -412,9 +412,7 @@ def main(argv=None):
                                  a.latent_steps, a.grad_temperature)
     res["seconds"] = time.time() - t0
     os.makedirs(a.out, exist_ok=True)
-    with open(os.path.join(a.out, ".bench.json.tmp"), "w") as f:
-        json.dump(res, f, indent=1)
-    os.replace(os.path.join(a.out, ".bench.json.tmp"), os.path.join(a.out, "bench.json"))  # never half a report
+    trainer.write_atomic(os.path.join(a.out, "bench.json"), json.dumps(res, indent=1))  # never half a report
     report(res)
     plot(res, a.out)
     return 0

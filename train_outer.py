@@ -73,11 +73,10 @@ def outer_loss(system, rows, args):
 # --- before / after on held-out questions -----------------------------------------------------------------------
 
 def final_answer(text, secret=False):
+    boxed = last_boxed(text)
     if secret:  # the boxed word (or, cut before its "}", the first word after "\boxed{"), lower-cased
-        boxed = last_boxed(text)
         word = boxed if boxed is not None else text.strip().removeprefix("\\boxed{")
         return (word.strip().split() or [""])[0].strip(".,!:;\"'{}").lower()
-    boxed = last_boxed(text)
     return boxed.strip() if boxed is not None else "-"
 
 

@@ -213,7 +213,7 @@ def save_checkpoint(out, weights, opt, sched, step, losses, args):
     if os.path.exists(os.path.join(out, name)):
         _remove(os.path.join(out, name))
     os.replace(tmp, os.path.join(out, name))
-    _write_atomic(os.path.join(out, "latest"), name)
+    write_atomic(os.path.join(out, "latest"), name)
     for suffix in (".safetensors", ".json"):  # the JSON last: its checksum vouches for the tensor file
         src, tmp = os.path.join(out, name, weights.name + suffix), os.path.join(out, f".tmp-{os.getpid()}{suffix}")
         try:
@@ -226,7 +226,8 @@ def save_checkpoint(out, weights, opt, sched, step, losses, args):
         _remove(os.path.join(out, old))
 
 
-def _write_atomic(path, text):
+def write_atomic(path, text):
+    """Write text to path through a temporary file in the same folder, so a reader never sees half of it."""
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
     with os.fdopen(fd, "w") as f:
         f.write(text)

@@ -133,5 +133,6 @@ def test_part_5_alone_names_the_agents_it_ran_on(tmp_path, capsys):
     assert bench.main(argv) == 0
     header = [line for line in capsys.readouterr().out.splitlines() if line.startswith("== report")]
     res = json.load(open(tmp_path / "bench.json"))
-    assert res["agents"] == res["grad_agents"] == "tiny-llama,tiny-llama" and not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
+    assert res["agents"] == res["grad_agents"] == "tiny-llama,tiny-llama"
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp")]  # the atomic write left no temporary file
     assert len(header) == 1 and "tiny-llama,tiny-llama" in header[0] and "tiny-qwen" not in header[0], header
