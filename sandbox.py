@@ -124,12 +124,18 @@ class Result:
     passed: bool = False    # run_tests only: every test ran and the harness's final statement was reached
 
 
+@lru_cache(maxsize=1)
 def _python_dirs():
-    """The directories the interpreter needs (prefixes, site-packages), outside the system ones, deduplicated."""
+    """The directories the interpreter needs outside the system ones: its prefixes and every directory it puts on
+    sys.path in isolated mode (site-packages, and whatever .pth files add: a conda prefix, an editable install),
+    asked of the interpreter itself, deduplicated. Symlinked paths are kept beside their targets, so the
+    interpreter finds itself under the name it was started with."""
+    isolated = subprocess.run([sys.executable, "-I", "-c", "import sys; print('\\n'.join(sys.path))"],
+                              capture_output=True, text=True, timeout=60).stdout.split("\n")
     dirs = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-            os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))), *site.getsitepackages()}
-    dirs |= {os.path.realpath(d) for d in dirs}
-    dirs = sorted(d for d in dirs if os.path.isdir(d) and d != "/")
+            os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))), *site.getsitepackages(), *isolated}
+    dirs |= {os.path.realpath(d) for d in dirs if d}
+    dirs = sorted(d for d in dirs if d and os.path.isabs(d) and os.path.isdir(d) and d != "/")
     system = ("/usr", "/bin", "/lib", "/lib64", "/sbin")
     keep = []
     for d in dirs:
@@ -150,11 +156,12 @@ def _bwrap_args(sources, dests, disk_mb):
             args += ["--ro-bind", d, d]
     for f in ("/etc/ld.so.cache", "/etc/localtime"):
         args += ["--ro-bind-try", f, f]
-    for s, d in zip(sources, dests):
-        args += ["--ro-bind", s, d]
     size = str(disk_mb << 20)
     args += ["--proc", "/proc", "--dev", "/dev", "--size", size, "--tmpfs", "/dev/shm", "--size", size,
-             "--tmpfs", "/tmp", "--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
+             "--tmpfs", "/tmp"]
+    for s, d in zip(sources, dests):  # after /tmp: an environment under /tmp stays visible on the private /tmp
+        args += ["--ro-bind", s, d]
+    args += ["--remount-ro", "/", "--chdir", "/tmp", "--clearenv"]
     for k, v in {"PATH": "/usr/bin:/bin", "HOME": "/tmp", "TMPDIR": "/tmp", "LANG": "C.UTF-8",
                  "OPENBLAS_NUM_THREADS": "1", "OMP_NUM_THREADS": "1"}.items():
         args += ["--setenv", k, v]

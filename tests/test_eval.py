@@ -6,15 +6,11 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 import evaluate
-import sandbox
 from benchmarks import USER_PATHS
 
 # ---- code scoring (sandbox.run_tests; its attack suite is tests/test_sandbox.py) -----------------------------
 
-needs_sandbox = pytest.mark.skipif(not sandbox.available()[0], reason=sandbox.available()[1])
-
-
-@needs_sandbox
+@pytest.mark.sandbox
 def test_score_of_a_looping_code_answer_is_a_failed_sample():
     item = evaluate.load_benchmark("humaneval")[0]
     t0 = time.time()
@@ -29,14 +25,16 @@ def _canonical(it):
             "qa": f"\\boxed{{{it['gold']}}}", "code": f"```python\n{it['gold']}\n```"}[it["kind"]]
 
 
-@pytest.mark.parametrize("name", evaluate.BENCHMARKS)
+CODE = ("humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench")  # scored by running their tests
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.sandbox) if n in CODE else n
+                                  for n in evaluate.BENCHMARKS])
 def test_every_benchmark_loads_and_scores_canonical_answers(name):
     if name in USER_PATHS:  # not shipped: read from the file the environment variable names
         flag, env = USER_PATHS[name]
         if not os.path.isfile(os.environ.get(env, "")):
             pytest.skip(f"{name} is not shipped: set {env}=FILE (what {flag} takes) to test it")
-    if name in ("humaneval", "mbpp") and not sandbox.available()[0]:
-        pytest.skip(sandbox.available()[1])
     items = evaluate.load_benchmark(name)
     assert len(items) >= 30
     for it in items[:3]:
@@ -44,7 +42,7 @@ def test_every_benchmark_loads_and_scores_canonical_answers(name):
         assert not evaluate.score(it, "I do not know.")[1]
 
 
-@needs_sandbox
+@pytest.mark.sandbox
 @pytest.mark.parametrize("name,n", [("humaneval", 164), ("mbpp", 500)])
 def test_all_canonical_code_solutions_pass_in_the_sandbox(name, n):
     items = evaluate.load_benchmark(name)

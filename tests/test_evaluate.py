@@ -190,6 +190,7 @@ def test_plus_benchmarks_load_with_their_plus_tests():
     assert "import numpy" not in mbpp[0]["tests"]  # the pure-Python stand-in instead
 
 
+@pytest.mark.sandbox
 def test_plus_canonical_solutions_pass_and_wrong_ones_fail():
     items = {n: benchmarks.load_benchmark(n) for n in ("mbppplus", "humanevalplus")}
     picked = [items[n][i] for n, i in PLUS]
@@ -202,6 +203,7 @@ def test_plus_canonical_solutions_pass_and_wrong_ones_fail():
     assert not benchmarks.score(it, f"```python\n{weak}```")[1]
 
 
+@pytest.mark.sandbox
 def test_allclose_standin_and_find_zero_fix():
     ns = {}
     exec(benchmarks.NUMPY_STANDIN, ns)
@@ -225,6 +227,7 @@ def _write_lcb(path, rows):
     return str(path)
 
 
+@pytest.mark.sandbox
 def test_livecodebench_stdin_and_functional_tests_run_in_the_sandbox(tmp_path):
     stdin_t = [{"input": "3 4\n", "output": "7\n", "testtype": "stdin"}]
     private = base64.b64encode(zlib.compress(json.dumps(

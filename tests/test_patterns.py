@@ -90,6 +90,7 @@ def _scripted(system, replies):
     return calls
 
 
+@pytest.mark.sandbox
 def test_python_tool_call_runs_in_the_sandbox_and_its_result_is_read_back():
     system = System(["tiny-llama", "tiny-llama"], "deliberation")
     try:
@@ -104,6 +105,7 @@ def test_python_tool_call_runs_in_the_sandbox_and_its_result_is_read_back():
     assert rec["tokens"] == {"toolcaller": 14}
 
 
+@pytest.mark.sandbox
 def test_a_tool_call_that_loops_forever_times_out_and_the_answer_still_comes_back():
     system = System(["tiny-llama", "tiny-llama"], "deliberation", tool_timeout=1.0)
     try:

@@ -15,7 +15,7 @@ import evaluate
 import sandbox
 from sandbox import run_python, run_tests
 
-pytestmark = pytest.mark.skipif(not sandbox.available()[0], reason=sandbox.available()[1])
+pytestmark = pytest.mark.sandbox  # skipped with the reason where bubblewrap cannot start (conftest.py)
 HOOK = pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
 PY = sys.executable
 
@@ -448,3 +448,25 @@ def test_without_bubblewrap_code_is_not_run(monkeypatch):
     finally:
         monkeypatch.undo()
         sandbox.available.cache_clear()
+
+
+@pytest.mark.parametrize("via_symlink", [False, True], ids=["venv", "symlink"])
+def test_an_environment_under_the_temp_dir_runs_inside_the_sandbox(tmp_path, via_symlink):
+    """A Python environment can live anywhere, /tmp included: the sandbox mounts it over its private /tmp."""
+    venv = tmp_path / "venv"  # under the system temp directory, like a user's /tmp/x/.venv
+    subprocess.run([PY, "-m", "venv", "--without-pip", str(venv)], check=True, timeout=120)
+    site_dir = subprocess.run([str(venv / "bin" / "python"), "-c", "import site; print(site.getsitepackages()[0])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    import numpy  # the new environment reaches this one's packages through a .pth file, as conda and editable installs do
+    with open(os.path.join(site_dir, "parent.pth"), "w") as f:
+        f.write(os.path.dirname(os.path.dirname(numpy.__file__)) + "\n")
+    if via_symlink:
+        os.symlink(venv, tmp_path / "link")
+        venv = tmp_path / "link"
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import sandbox; "
+            "r = sandbox.run_python('import numpy; print(numpy.arange(5).sum()); open(\"w\", \"w\").write(\"x\")'); "
+            "print(sys.prefix, r.executed, repr(r.stdout), r.stderr[-300:], sep='|')")
+    out = subprocess.run([str(venv / "bin" / "python"), "-c", code, repo], capture_output=True, text=True,
+                         timeout=120).stdout.strip().split("|")
+    assert out[0] == str(venv) and out[1:3] == ["True", repr("10\n")], out  # numpy ran, and /tmp is still writable
