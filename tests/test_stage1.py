@@ -1,0 +1,80 @@
+"""Stage 1 as the release trains it: each agent's prompt holds the upstream agents' gold role texts where the loop puts
+their latents."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import train_inner
+from agents import System
+from model import slot
+
+ROW = {"question": "What is 13+25?", "plan": "PLAN: add the tens, then the ones.",
+       "refined_plan": "REFINED: 10+20 = 30; 3+5 = 8; 30+8 = 38.", "answer": "It is \\boxed{38}.",
+       "hie_math_expert": "MATH VIEW: 38.", "hie_code_expert": "CODE VIEW: print(13+25)",
+       "hie_science_expert": "SCIENCE VIEW: a sum.", "domain": "math"}
+
+# Which gold field the loop's latents stand for in each slot, written out by hand from the role targets table
+# (docs/method.md §4): {agent index: {slot: field}}; agents not listed have no slot in round 1.
+SLOTS = {
+    ("sequential", 3): {1: {"from_planner": "plan"}, 2: {"from_critic": "refined_plan"}},
+    ("mixture", 4): {3: {"from_math": "hie_math_expert", "from_code": "hie_code_expert",
+                         "from_science": "hie_science_expert"}},
+    ("distillation", 2): {1: {"from_expert": "refined_plan"}},
+    ("deliberation", 2): {1: {"from_reflector": "answer"}},
+    ("debate", 3): {2: {"from_planner0": "plan", "from_planner1": "plan"}},
+}
+
+
+@pytest.mark.parametrize("pattern,n", list(SLOTS))
+def test_each_agent_reads_the_upstream_gold_texts_exactly_at_its_slots(pattern, n):
+    system = System(["tiny-llama"] * n, pattern)
+    for i in range(n):
+        want = system.prompt(i, ROW["question"], 0)  # the loop's round-1 prompt, slot markers where latents go
+        for name, field in SLOTS[(pattern, n)].get(i, {}).items():
+            assert want.count(slot(name)) == 1, (pattern, i, name)
+            want = want.replace(slot(name), ROW[field])
+        assert train_inner.stage1_prompt(system, i, ROW) == want, (pattern, system.roles[i])
+
+
+def test_the_planner_reads_no_upstream_text_and_no_feedback():
+    system = System(["tiny-llama"] * 3)
+    planner = train_inner.stage1_prompt(system, 0, ROW)
+    assert "<|slot:" not in planner
+    for field in ("plan", "refined_plan", "answer"):
+        assert ROW[field] not in planner, field
+    critic, solver = (train_inner.stage1_prompt(system, i, ROW) for i in (1, 2))
+    assert ROW["plan"] in critic and ROW["refined_plan"] not in critic and ROW["answer"] not in critic
+    assert ROW["refined_plan"] in solver and ROW["plan"] not in solver and ROW["answer"] not in solver
+
+
+def test_the_loss_covers_the_target_tokens_only_as_computed_by_hand():
+    """Two rows of different lengths (so the batch is left-padded); each agent's loss by hand: the HF model over
+    [prompt with upstream text | target + end], the state before each target token against that token's embedding."""
+    system = System(["tiny-llama", "tiny-qwen", "tiny-llama"])
+    torch.manual_seed(0)
+    with torch.no_grad():  # non-trivial inner links, so a shifted span shows
+        for p in system.inner.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    rows = [ROW, dict(ROW, question="What is 2+2, written out in words and then in digits?", plan="PLAN: two and two.",
+                      refined_plan="REFINED: 2+2 = 4.", answer="Four: \\boxed{4}.")]
+    fields = {"planner": "plan", "critic": "refined_plan", "solver": "answer"}
+    ups = {1: ("from_planner", "plan"), 2: ("from_critic", "refined_plan")}
+    per_agent = []
+    for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
+        total, count = 0.0, 0
+        for row in rows:
+            text = system.prompt(i, row["question"], 0)
+            if i in ups:
+                text = text.replace(slot(ups[i][0]), row[ups[i][1]])
+            prompt, target = bb.encode(text), bb.encode(row[fields[role]]) + [bb.tokenizer.eos_token_id]
+            ids = torch.tensor([prompt + target])
+            with torch.no_grad():
+                hidden = bb.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]
+            T, L = len(prompt), len(target)
+            pred = system.inner[role](hidden[:, T - 1:T - 1 + L])  # the states before each target token
+            total = total + (1 - F.cosine_similarity(pred, bb.embed(ids[:, T:T + L]), dim=-1)).sum()
+            count += L
+        per_agent.append(total / count)
+    want = sum(per_agent) / len(per_agent)
+    got = train_inner.inner_loss(system, rows, max_tokens=64)
+    assert torch.allclose(got, want, atol=1e-5), (got.item(), want.item())
