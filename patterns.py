@@ -28,6 +28,7 @@ class Role:
     slots_first: bool      # incoming messages before the question (else after it)
     targets: tuple         # training fields it learns to produce, first present wins (rows.py)
     system: str = SYSTEM_PROMPT
+    domain: str = None     # stage 1 trains it on the rows of this domain only (mixture specialists); None: every row
 
 
 ROLES = {
@@ -37,11 +38,11 @@ ROLES = {
                    "write a corrected, clearer plan.", STEPS, False, ("refined_plan",)),
     "solver": Role("You are the solver in a team of agents. Use the plan you are given.", BOXED, True, ("answer",)),
     "math": Role("You are the mathematics specialist in a team of agents.", "Give your view of the question.",
-                 True, ("hie_math_expert", "plan")),
+                 True, ("hie_math_expert", "plan"), domain="math"),
     "code": Role("You are the programming specialist in a team of agents.", "Give your view of the question.",
-                 True, ("hie_code_expert", "plan")),
+                 True, ("hie_code_expert", "plan"), domain="code"),
     "science": Role("You are the science specialist in a team of agents.", "Give your view of the question.",
-                    True, ("hie_science_expert", "plan")),
+                    True, ("hie_science_expert", "plan"), domain="science"),
     "summarizer": Role("You are the summarizer in a team of agents. Weigh the specialists' views.", BOXED, True,
                        ("answer",)),
     "expert": Role("You are the expert in a team of agents. Give a short plan the learner can follow; do not give "

@@ -8,6 +8,7 @@ For agent i with role target y (planner <- plan, critic <- refined_plan, solver 
 The prompt is the one the agent meets in round 1 of the loop, with the upstream agents' GOLD role texts written as text
 where the loop puts their latents (the critic reads the planner's gold plan, the solver the critic's refined plan;
 as the release's training prompts do), so the states the link learns to continue from are those of the loop.
+A mixture specialist trains on the rows of its own domain only (rows.check_domains); every other agent on every row.
 
 The backbone runs under no_grad (the inner link sits after it), so this stage is cheap. Agents are independent: they
 may share a frozen backbone but each has its own link and target; their losses are averaged in one loop.
@@ -24,8 +25,8 @@ import torch.nn.functional as F
 
 import trainer
 from agents import Parser, build_inputs, system_from_args
-from patterns import TOPOLOGIES, expand_agents, role_targets, slot_name
-from rows import DataError, load_rows, target_text
+from patterns import TOPOLOGIES, expand_agents, role_of, role_targets, slot_name
+from rows import DataError, check_domains, load_rows, target_text
 from model import UserError
 
 
@@ -39,10 +40,18 @@ def stage1_prompt(system, i, row):
     return system.prompt(i, row["question"], round_=0, texts=texts)
 
 
+def rows_of(role, rows):
+    """The rows that train this agent: a mixture specialist's own domain, every row for the others."""
+    domain = role_of(role).domain
+    return rows if domain is None else [r for r in rows if r.get("domain") == domain]
+
+
 def inner_loss(system, rows, max_tokens):
     losses = []
     for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
-        mine = rows
+        mine = rows_of(role, rows)
+        if not mine:  # a specialist whose domain this batch missed
+            continue
         embeds, mask = build_inputs(bb, [stage1_prompt(system, i, r) for r in mine], {})  # no slots left
         T = embeds.shape[1]
         texts = [target_text(r, role_targets(role)) for r in mine]
@@ -68,11 +77,12 @@ def main(argv=None):
         names, pattern = expand_agents(args.agents, args.pattern)
         roles = TOPOLOGIES[pattern](len(names)).roles  # rows are checked before minutes of model loading
         rows = load_rows(args.data, "train", targets=[role_targets(r) for r in roles])
+        check_domains(rows, [role_of(r).domain for r in roles], args.data)
         torch.manual_seed(args.seed)
         system = system_from_args(args)
         budget = trainer.target_budget(args, system)
         for role, bb in zip(system.roles, system.backbones):
-            trainer.report_truncation(bb, [target_text(r, role_targets(role)) for r in rows], budget, role)
+            trainer.report_truncation(bb, [target_text(r, role_targets(role)) for r in rows_of(role, rows)], budget, role)
         system.outer.requires_grad_(False)
         trainer.train(system, system.inner.parameters(), lambda b: inner_loss(system, b, args.max_target_tokens),
                       rows, args)

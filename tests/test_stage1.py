@@ -1,5 +1,7 @@
 """Stage 1 as the release trains it: each agent's prompt holds the upstream agents' gold role texts where the loop puts
-their latents."""
+their latents; mixture specialists learn from their own domain's rows."""
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -78,3 +80,31 @@ def test_the_loss_covers_the_target_tokens_only_as_computed_by_hand():
     want = sum(per_agent) / len(per_agent)
     got = train_inner.inner_loss(system, rows, max_tokens=64)
     assert torch.allclose(got, want, atol=1e-5), (got.item(), want.item())
+
+
+MIXED = [dict(ROW, question=f"{d} question {k}", domain=d) for d in ("math", "code", "science", "math") for k in (1, 2)]
+
+
+def test_each_mixture_specialist_learns_from_its_own_domain_and_the_summarizer_from_all(monkeypatch):
+    system = System(["tiny-llama"] * 4, "mixture")
+    seen = {role: [] for role in system.roles}
+    prompt = train_inner.stage1_prompt
+    monkeypatch.setattr(train_inner, "stage1_prompt",
+                        lambda s, i, row: seen[s.roles[i]].append(row["question"]) or prompt(s, i, row))
+    with torch.no_grad():
+        train_inner.inner_loss(system, MIXED, max_tokens=8)
+    assert seen["math"] == [r["question"] for r in MIXED if r["domain"] == "math"]
+    assert seen["code"] == ["code question 1", "code question 2"]
+    assert seen["science"] == ["science question 1", "science question 2"]
+    assert seen["summarizer"] == [r["question"] for r in MIXED]
+
+
+def test_a_specialist_without_rows_is_a_one_line_error_before_any_model_loads(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "rows.jsonl"
+    data.write_text("".join(json.dumps(r) + "\n" for r in MIXED if r["domain"] != "science"))
+    monkeypatch.setattr(train_inner, "system_from_args", lambda a: pytest.fail("models loaded before the rows"))
+    code = train_inner.main(["--agents", "tiny-llama,tiny-llama,tiny-llama,tiny-llama", "--pattern", "mixture",
+                             "--data", str(data), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: ") and "domain 'science'" in err and str(data) in err
