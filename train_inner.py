@@ -82,7 +82,8 @@ def main(argv=None):
         system = system_from_args(args)
         budget = trainer.target_budget(args, system)
         for role, bb in zip(system.roles, system.backbones):
-            trainer.report_truncation(bb, [target_text(r, role_targets(role)) for r in rows_of(role, rows)], budget, role)
+            texts = [target_text(r, role_targets(role)) for r in rows_of(role, rows)]
+            trainer.report_truncation(bb, texts, budget, role)
         system.outer.requires_grad_(False)
         trainer.train(system, system.inner.parameters(), lambda b: inner_loss(system, b, args.max_target_tokens),
                       rows, args)
