@@ -1,5 +1,5 @@
 """Stage 1 as the release trains it: each agent's prompt holds the upstream agents' gold role texts where the loop puts
-their latents; mixture specialists learn from their own domain's rows."""
+their latents; mixture specialists learn from their own domain's rows; the deliberation reflector has the tool rules."""
 import json
 
 import pytest
@@ -9,6 +9,7 @@ import torch.nn.functional as F
 import train_inner
 from agents import System
 from model import slot
+from patterns import TOOL_RULES
 
 ROW = {"question": "What is 13+25?", "plan": "PLAN: add the tens, then the ones.",
        "refined_plan": "REFINED: 10+20 = 30; 3+5 = 8; 30+8 = 38.", "answer": "It is \\boxed{38}.",
@@ -108,3 +109,14 @@ def test_a_specialist_without_rows_is_a_one_line_error_before_any_model_loads(tm
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1, err
     assert err.startswith("error: ") and "domain 'science'" in err and str(data) in err
+
+
+def test_the_reflector_has_the_tool_rules_in_its_system_prompt():
+    system = System(["tiny-llama", "tiny-llama"], "deliberation")
+    reflector, toolcaller = (system.prompt(i, "What is 2**20?", 0) for i in (0, 1))
+    for rendered in (reflector, toolcaller):
+        assert TOOL_RULES in rendered
+        assert all(tag in rendered for tag in ("<python>", "</python>", "<search>", "<result>"))
+    system_part = reflector[:reflector.index("What is 2**20?")]  # the rules come before the user message
+    assert TOOL_RULES in system_part and "at most 5 calls" in system_part
+    assert "You are a helpful assistant." not in reflector
