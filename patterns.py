@@ -11,14 +11,19 @@ field it learns (rows.py).
 from dataclasses import dataclass
 
 from model import UserError
+from tools import MAX_CALLS
 
-# The prompt layout of the authors' release: a generic system prompt, the role's instructions in the user message,
-# and each incoming message at its role's place: before the question for the agents that act on what they receive
-# (solver, summarizer, learner, tool-caller, and every agent's feedback slot except the planner's), after it for the
-# planner's feedback and the critic's plan. Wording is ours; the layout is the release's (see docs/method.md).
+# The prompt layout of the authors' release: a generic system prompt (the deliberation agents: the tool rules), the
+# role's instructions in the user message, and each incoming message at its role's place: before the question for the
+# agents that act on what they receive (solver, summarizer, learner, tool-caller, and every agent's feedback slot
+# except the planner's), after it for the planner's feedback and the critic's plan. Wording is ours; the layout is the
+# release's (see docs/method.md).
 SYSTEM_PROMPT = "You are a helpful assistant."
 STEPS = "Write it as numbered steps:\nStep 1: ...\nStep 2: ...\n..."
 BOXED = "Solve it and put the final answer in \\boxed{}."
+# The deliberation pattern's tools (tools.py runs them), as both of its agents are told.
+TOOL_RULES = ("To run Python, write <python>code that prints the result</python>; to search documents, write "
+              "<search>query</search>. The result comes back as <result>...</result>.")
 
 
 @dataclass
@@ -28,6 +33,7 @@ class Role:
     slots_first: bool      # incoming messages before the question (else after it)
     targets: tuple         # training fields it learns to produce, first present wins (rows.py)
     system: str = SYSTEM_PROMPT
+    domain: str = None     # stage 1 trains it on the rows of this domain only (mixture specialists); None: every row
 
 
 ROLES = {
@@ -37,24 +43,28 @@ ROLES = {
                    "write a corrected, clearer plan.", STEPS, False, ("refined_plan",)),
     "solver": Role("You are the solver in a team of agents. Use the plan you are given.", BOXED, True, ("answer",)),
     "math": Role("You are the mathematics specialist in a team of agents.", "Give your view of the question.",
-                 True, ("hie_math_expert", "plan")),
+                 True, ("hie_math_expert", "plan"), domain="math"),
     "code": Role("You are the programming specialist in a team of agents.", "Give your view of the question.",
-                 True, ("hie_code_expert", "plan")),
+                 True, ("hie_code_expert", "plan"), domain="code"),
     "science": Role("You are the science specialist in a team of agents.", "Give your view of the question.",
-                    True, ("hie_science_expert", "plan")),
+                    True, ("hie_science_expert", "plan"), domain="science"),
     "summarizer": Role("You are the summarizer in a team of agents. Weigh the specialists' views.", BOXED, True,
                        ("answer",)),
     "expert": Role("You are the expert in a team of agents. Give a short plan the learner can follow; do not give "
                    "the final answer.", STEPS, True, ("refined_plan", "plan")),
     "learner": Role("You are the learner in a team of agents. Follow the expert's plan where it fits the question.",
                     BOXED, True, ("answer",)),
+    # Both deliberation agents get the tool rules as their system prompt (paper App. E; the release gives the reflector
+    # and the tool-caller the same one). The reflector thinks in latents and never writes text, so it cannot call a
+    # tool itself: it is told what the tool-caller can do, to think about which calls would settle the question.
     "reflector": Role("You are the reflector in a team of agents: think about what must be computed or looked up.",
-                      "Think it through.", True, ("answer",)),
+                      "Think it through.", True, ("answer",),
+                      system=f"You work with a tool-caller, who may call tools. Its rules: {TOOL_RULES} It makes at "
+                             f"most {MAX_CALLS} calls. You do not call them yourself: think about which calls would "
+                             "settle the question, and what each should compute or look up."),
     "toolcaller": Role("You are the tool-caller in a team of agents. Use the reflector's thoughts.", BOXED, True,
                        ("answer",),
-                       system="You may call tools. To run Python, write <python>code that prints the result</python>; "
-                              "to search documents, write <search>query</search>. The result comes back as "
-                              "<result>...</result>. Put the final answer in \\boxed{}.\n"
+                       system=f"You may call tools. {TOOL_RULES} Put the final answer in \\boxed{{}}.\n"
                               "Example. Question: What is 2**20?\n<python>print(2**20)</python>\n<result>1048576"
                               "</result>\nThe answer is \\boxed{1048576}."),
 }

@@ -6,7 +6,8 @@ reflector / tool-caller <- answer, distillation expert <- refined_plan, mixture 
 Sources:
 - a local .jsonl, .json list, or .json object {"data": [...]} (the wrapped form of the authors' released sets):
   Sequential-*   {question, plan, refined_plan, answer}
-  Mixture-*      {question, answer, hie_math_expert | hie_code_expert | hie_science_expert, ...}
+  Mixture-*      {question, answer, hie_math_expert | hie_code_expert | hie_science_expert, domain, ...}
+                 (stage 1 trains a specialist on the rows of its own domain: `domain` is math, code or science)
   Distillation-* {question, refined_plan, answer, ...}
   Deliberation   {question, answer, ...}
   Extra fields are kept; a row that lacks a field some agent needs is an error naming the file and line.
@@ -14,7 +15,7 @@ Sources:
       refined_plan = the worked steps as "Step k: ..." lines (calculator annotations <<...>> removed)
       plan         = the same steps with each computed result replaced by "?": what to compute, not the results
       answer       = the worked steps followed by "The final answer is \\boxed{N}."
-  so planner, critic and solver learn three different texts.
+  so planner, critic and solver learn three different texts; every row has domain "math".
 """
 import json
 import os
@@ -38,7 +39,8 @@ def gsm8k_row(raw):
     planned = [re.sub(r"<<[^>]*>>", "", l) for l in planned]
     number = lambda ls: "\n".join(f"Step {k}: {l}" for k, l in enumerate(ls, 1))
     return {"question": raw["question"].strip(), "plan": number(planned), "refined_plan": number(worked),
-            "answer": "\n".join(worked) + f"\nThe final answer is \\boxed{{{final}}}.", "final": final}
+            "answer": "\n".join(worked) + f"\nThe final answer is \\boxed{{{final}}}.", "final": final,
+            "domain": "math"}
 
 
 def read_rows(path):
@@ -88,6 +90,18 @@ def check_row(row, where, targets=()):
         raise DataError(f"{where}: missing or empty field(s) {', '.join(missing)}; the agents of this pattern "
                         f"learn from them (non-empty strings)")
     return row
+
+
+def check_domains(rows, domains, source):
+    """Stage 1 trains a mixture specialist only on the rows whose `domain` field names it (math, code, science), as
+    the paper trains each specialist on its own domain. domains: one per agent, None for an agent that trains on every
+    row. A specialist left with no rows is an error naming the source; rows of other domains train the others only."""
+    wanted = [d for d in domains if d is not None]
+    for d in wanted:
+        if not any(row.get("domain") == d for row in rows):
+            raise DataError(f"{source}: no row has domain '{d}', so the {d} specialist would learn from nothing; "
+                            f"give each row a 'domain' field ({', '.join(wanted)})")
+    return rows
 
 
 def load_rows(source="gsm8k", split="train", targets=()):

@@ -230,10 +230,10 @@ def test_a3_debate_trains_every_outer_link():
 def _inner_by_hand(system, rows, max_tokens):
     total = 0.0
     for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
-        prompts = [system.prompt(i, r["question"], 0) for r in rows]
-        empty = {slot_name(system.roles[s], fb): torch.zeros(len(rows), 0, bb.hidden_size)
-                 for s, fb in system.incoming(i, 0)}
-        embeds, mask = build_inputs(bb, prompts, empty)
+        # the solver reads the planner's gold plan, as text, where the loop puts the planner's latents
+        prompts = [system.prompt(i, r["question"], 0, texts={"from_planner": r["plan"]} if role == "solver" else None)
+                   for r in rows]
+        embeds, mask = build_inputs(bb, prompts, {})
         T = embeds.shape[1]
         field = {"planner": "plan", "solver": "answer"}[role]
         full, full_mask, ids, tmask = append_targets(bb, embeds, mask, [r[field] for r in rows], max_tokens)

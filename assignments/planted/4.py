@@ -4,10 +4,7 @@
 def inner_loss(system, rows, max_tokens):
     total = 0.0
     for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
-        prompts = [system.prompt(i, r["question"], round_=0) for r in rows]
-        empty = {slot_name(system.roles[s], fb): torch.zeros(len(rows), 0, bb.hidden_size, device=bb.device)
-                 for s, fb in system.incoming(i, 0)}
-        embeds, mask = build_inputs(bb, prompts, empty)
+        embeds, mask = build_inputs(bb, [stage1_prompt(system, i, r) for r in rows], {})
         T = embeds.shape[1]
         texts = [target_text(r, role_targets(role)) for r in rows]
         full, full_mask, ids, tmask = trainer.append_targets(bb, embeds, mask, texts, max_tokens)
