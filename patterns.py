@@ -58,12 +58,12 @@ ROLES = {
     # and the tool-caller the same one). The reflector thinks in latents and never writes text, so it cannot call a
     # tool itself: it is told what the tool-caller can do, to think about which calls would settle the question.
     "reflector": Role("You are the reflector in a team of agents: think about what must be computed or looked up.",
-                      "Think it through.", True, ("answer",),
+                      "Think it through.", True, ("deliberation_reflector", "refined_plan", "answer"),
                       system=f"You work with a tool-caller, who may call tools. Its rules: {TOOL_RULES} It makes at "
                              f"most {MAX_CALLS} calls. You do not call them yourself: think about which calls would "
                              "settle the question, and what each should compute or look up."),
     "toolcaller": Role("You are the tool-caller in a team of agents. Use the reflector's thoughts.", BOXED, True,
-                       ("answer",),
+                       ("deliberation_toolcaller", "answer"),
                        system=f"You may call tools. {TOOL_RULES} Put the final answer in \\boxed{{}}.\n"
                               "Example. Question: What is 2**20?\n<python>print(2**20)</python>\n<result>1048576"
                               "</result>\nThe answer is \\boxed{1048576}."),

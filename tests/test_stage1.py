@@ -23,7 +23,7 @@ SLOTS = {
     ("mixture", 4): {3: {"from_math": "hie_math_expert", "from_code": "hie_code_expert",
                          "from_science": "hie_science_expert"}},
     ("distillation", 2): {1: {"from_expert": "refined_plan"}},
-    ("deliberation", 2): {1: {"from_reflector": "answer"}},
+    ("deliberation", 2): {1: {"from_reflector": "refined_plan"}},
     ("debate", 3): {2: {"from_planner0": "plan", "from_planner1": "plan"}},
 }
 
@@ -37,6 +37,8 @@ def test_each_agent_reads_the_upstream_gold_texts_exactly_at_its_slots(pattern, 
             assert want.count(slot(name)) == 1, (pattern, i, name)
             want = want.replace(slot(name), ROW[field])
         assert train_inner.stage1_prompt(system, i, ROW) == want, (pattern, system.roles[i])
+        own = train_inner.target_text(ROW, train_inner.role_targets(system.roles[i]))
+        assert own not in want, (pattern, system.roles[i], "reads its own target: its link would learn to copy")
 
 
 def test_the_planner_reads_no_upstream_text_and_no_feedback():
