@@ -33,19 +33,19 @@ DEFAULT_LR = {"lora": 5e-4, "full": 5e-5}  # lora: train_outer.py's; full: lower
 # linear layer of every decoder layer ("all") at rank 8 is 16.23M there, 0.358% of the 4.54B loaded model
 # (tests/test_single.py counts it on QWEN3_5_4B's shape); q_proj,v_proj alone would reach 8 of Qwen3.5's 32 layers.
 LORA_R = 8
-LORA_ALPHA = 16.0  # alpha / r = 2, the ratio this file used before (r=16, alpha=32); the paper gives no alpha
+LORA_ALPHA = 16.0  # alpha / r = 2, the ratio this file used before (r=16, alpha=32)
 LORA_TARGETS = "all"  # every linear layer inside every decoder layer; not the embeddings, the LM head or a vision tower
 # Qwen/Qwen3.5-4B's config.json (huggingface.co/Qwen/Qwen3.5-4B/blob/main/config.json), the sizes that set the
 # parameter count: text model (hybrid, a full-attention layer every fourth) and vision tower; both embeddings tied.
 QWEN3_5_4B = dict(
     text_config=dict(hidden_size=2560, intermediate_size=9216, num_hidden_layers=32, num_attention_heads=16,
-                     num_key_value_heads=4, head_dim=256, vocab_size=248320, attn_output_gate=True,
+                     num_key_value_heads=4, head_dim=256, vocab_size=248320,  # q_proj carries its output gate
                      layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 8, linear_conv_kernel_dim=4,
                      linear_num_key_heads=16, linear_key_head_dim=128, linear_num_value_heads=32,
                      linear_value_head_dim=128, tie_word_embeddings=True),
     vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
                        num_position_embeddings=2304, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
-                       in_channels=3, deepstack_visual_indexes=[]),
+                       in_channels=3),
     tie_word_embeddings=True)
 
 
