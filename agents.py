@@ -251,12 +251,16 @@ class System(nn.Module):
 
 @torch.no_grad()
 def embedding_stats(bb):
-    """(per-element RMS of the input embeddings, of the last-layer states on a short text), cached per backbone."""
+    """(per-element RMS of the input embeddings, of the last-layer states), both measured on a short real text and
+    cached per backbone. The embedding RMS is of bb.embed(ids), what the model actually consumes, not of the raw
+    embedding matrix: Gemma 3 multiplies by sqrt(d) inside its embedding module (the matrix alone is 50x too small
+    at d=2560), and a real vocabulary holds rows a text never reaches (reserved tokens, padding rows up to a round
+    size) whose sizes say nothing about the inputs a link stands in for; the ids of real text do."""
     if not hasattr(bb, "_stats"):
-        emb = bb.model.get_input_embeddings().weight.float()
         ids = torch.tensor([bb.encode("The quick brown fox jumps over the lazy dog. 12 + 7 = 19.")], device=bb.device)
-        hidden, _ = bb.forward(bb.embed(ids), torch.ones_like(ids))
-        bb._stats = (emb.pow(2).mean().sqrt().item(), hidden.float().pow(2).mean().sqrt().item())
+        embeds = bb.embed(ids)  # [1, T, d]
+        hidden, _ = bb.forward(embeds, torch.ones_like(ids))  # [1, T, d]
+        bb._stats = (embeds.float().pow(2).mean().sqrt().item(), hidden.float().pow(2).mean().sqrt().item())
     return bb._stats
 
 

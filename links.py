@@ -73,8 +73,9 @@ class RecursiveLink(nn.Module):
         if self.W3 is not None:
             if self.d_in == self.d_out:
                 nn.init.eye_(self.W3.weight)
-            else:  # a random map that roughly preserves the norm
-                nn.init.orthogonal_(self.W3.weight, gain=(self.d_out / self.d_in) ** 0.5)
+            else:  # a random map that keeps the per-element RMS: orthonormal rows (d_out < d_in) do already;
+                # orthonormal columns (d_out > d_in) keep the norm, spread over more elements: sqrt(d_out / d_in)
+                nn.init.orthogonal_(self.W3.weight, gain=max(1.0, self.d_out / self.d_in) ** 0.5)
 
     def forward(self, x):
         """x [..., d_in] -> [..., d_out]; computed in the link's dtype, returned in x's dtype."""

@@ -14,6 +14,7 @@ trained_backbone() turns either into a Backbone for evaluation (the adapter merg
 import argparse
 import copy
 import os
+import re
 import sys
 
 import torch
@@ -28,14 +29,61 @@ from train_outer import answer_ce
 METHODS = ("lora", "full")
 FILE = {"lora": "adapter", "full": "weights"}  # the checkpoint's name in a run folder
 DEFAULT_LR = {"lora": 5e-4, "full": 5e-5}  # lora: train_outer.py's; full: lower, every weight moves
+# The paper's LoRA baseline trains 15.92M parameters, 0.37% of Qwen3.5-4B (paper Table 5, §5). An adapter on every
+# linear layer of every decoder layer ("all") at rank 8 is 16.23M there, 0.358% of the 4.54B loaded model
+# (tests/test_single.py counts it on QWEN3_5_4B's shape); q_proj,v_proj alone would reach 8 of Qwen3.5's 32 layers.
+LORA_R = 8
+LORA_ALPHA = 16.0  # alpha / r = 2, the ratio this file used before (r=16, alpha=32)
+LORA_TARGETS = "all"  # every linear layer inside every decoder layer; not the embeddings, the LM head or a vision tower
+# Qwen/Qwen3.5-4B's config.json (huggingface.co/Qwen/Qwen3.5-4B/blob/main/config.json), the sizes that set the
+# parameter count: text model (hybrid, a full-attention layer every fourth) and vision tower; both embeddings tied.
+QWEN3_5_4B = dict(
+    text_config=dict(hidden_size=2560, intermediate_size=9216, num_hidden_layers=32, num_attention_heads=16,
+                     num_key_value_heads=4, head_dim=256, vocab_size=248320,  # q_proj carries its output gate
+                     layer_types=(["linear_attention"] * 3 + ["full_attention"]) * 8, linear_conv_kernel_dim=4,
+                     linear_num_key_heads=16, linear_key_head_dim=128, linear_num_value_heads=32,
+                     linear_value_head_dim=128, tie_word_embeddings=True),
+    vision_config=dict(depth=24, hidden_size=1024, intermediate_size=4096, num_heads=16, out_hidden_size=2560,
+                       num_position_embeddings=2304, patch_size=16, spatial_merge_size=2, temporal_patch_size=2,
+                       in_channels=3),
+    tie_word_embeddings=True)
+
+
+def decoder_linears(model, targets=(LORA_TARGETS,)):
+    """Names (in `model`) of the nn.Linear modules inside its decoder layers that `targets` picks: ["all"], or
+    module names matched at the end of the path (q_proj, mlp.down_proj). The decoder layers are the text model's
+    (model.model.language_model in a vision-language checkpoint), so a vision tower's q_proj is never picked."""
+    lm = getattr(model.model, "language_model", model.model)
+    prefix = next(n for n, m in model.named_modules() if m is lm.layers)  # e.g. model.language_model.layers
+    names = [f"{prefix}.{i}.{n}" for i, layer in enumerate(lm.layers)
+             for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)]
+    if list(targets) == ["all"]:
+        return names
+    return [n for n in names if any(n == t or n.endswith("." + t) for t in targets)]
+
+
+def add_lora(model, r=LORA_R, alpha=LORA_ALPHA, dropout=0.05, targets=(LORA_TARGETS,), name="the model"):
+    """Wrap `model` in place with LoRA adapters (PEFT) on decoder_linears(model, targets); returns the PeftModel.
+    Works on the meta device too (the tests count Qwen3.5-4B's adapter that way, without its weights)."""
+    try:
+        import peft
+    except ImportError:
+        raise UserError("--method lora needs peft: pip install peft") from None
+    modules = decoder_linears(model, targets)
+    if not modules:
+        leaves = sorted({n.rsplit(".", 1)[-1] for n in decoder_linears(model)})
+        raise UserError(f"--lora-targets {','.join(targets)} match no linear layer in {name}'s decoder layers "
+                        f"(it has {', '.join(leaves)}; or 'all')")
+    return peft.get_peft_model(model, peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout,
+                                                      target_modules=modules))
 
 
 class Tuned:
-    """A private copy of a backbone's model with what `method` trains switched on: a LoRA adapter on the attention
-    projections (lora) or every weight (full). .backbone runs the copy; the given backbone (cached and shared by
-    every agent naming that model) is never touched. save()/load() are what trainer.train checkpoints."""
+    """A private copy of a backbone's model with what `method` trains switched on: LoRA adapters on the linear
+    layers of every decoder layer (lora) or every weight (full). .backbone runs the copy; the given backbone (cached
+    and shared by every agent naming that model) is never touched. save()/load() are what trainer.train checkpoints."""
 
-    def __init__(self, backbone, method, r=16, alpha=32.0, dropout=0.05, targets=("q_proj", "v_proj")):
+    def __init__(self, backbone, method, r=LORA_R, alpha=LORA_ALPHA, dropout=0.05, targets=(LORA_TARGETS,)):
         if method not in METHODS:
             raise UserError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
         self.method, self.base, self.name = method, backbone, FILE[method]
@@ -43,16 +91,7 @@ class Tuned:
         self.lora = dict(r=r, alpha=alpha, dropout=dropout, targets=list(targets)) if method == "lora" else None
         model = copy.deepcopy(backbone.model)
         if method == "lora":
-            try:
-                import peft
-            except ImportError:
-                raise UserError("--method lora needs peft: pip install peft") from None
-            config = peft.LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=list(targets))
-            try:
-                self.peft = peft.get_peft_model(model, config)
-            except ValueError as e:  # no module of that name in this model
-                raise UserError(f"--lora-targets {','.join(targets)} do not fit {backbone.name}: "
-                                f"{str(e).splitlines()[0]}") from None
+            self.peft = add_lora(model, r, alpha, dropout, targets, backbone.name)
             model = self.peft.base_model.model  # the same CausalLM, with LoRA layers injected in place
         trained = [n for n, p in model.named_parameters() if p.requires_grad or method == "full"]
         self.backbone = Backbone(backbone.name, model, backbone.tokenizer)  # its constructor freezes everything...
@@ -144,8 +183,8 @@ def _dropout(text):
 
 def _targets(text):
     names = [t.strip() for t in text.split(",") if t.strip()]
-    if not names:
-        raise argparse.ArgumentTypeError("expected module names, e.g. q_proj,v_proj")
+    if not names or ("all" in names and len(names) > 1):
+        raise argparse.ArgumentTypeError("expected 'all' or module names, e.g. q_proj,v_proj")
     return ",".join(names)
 
 
@@ -155,10 +194,12 @@ def main(argv=None):
                epilog="example: python train_single.py --agents smollm --method lora --steps 30")
     trainer.add_args(p, steps=30, lr=None, batch=2)  # train_outer.py's steps and batch; lr below
     p.add_argument("--method", default="lora", choices=METHODS, help="LoRA adapter or every weight")
-    p.add_argument("--lora-r", type=trainer.positive_int, default=16, help="LoRA rank")
-    p.add_argument("--lora-alpha", type=trainer.positive_float, default=32.0, help="LoRA scaling numerator")
+    p.add_argument("--lora-r", type=trainer.positive_int, default=LORA_R, help="LoRA rank (8: the paper's share)")
+    p.add_argument("--lora-alpha", type=trainer.positive_float, default=LORA_ALPHA, help="LoRA scaling numerator")
     p.add_argument("--lora-dropout", type=_dropout, default=0.05, help="LoRA dropout")
-    p.add_argument("--lora-targets", type=_targets, default="q_proj,v_proj", help="comma-separated module names")
+    p.add_argument("--lora-targets", type=_targets, default=LORA_TARGETS,
+                   help="'all' (every linear layer of every decoder layer) or comma-separated module names, "
+                        "matched inside the decoder layers only")
     args = p.parse_args(argv)
     args.stage, args.out = "single", args.out or os.path.join("runs", f"single-{args.method}")
     args.lr = args.lr or DEFAULT_LR[args.method]
@@ -180,6 +221,12 @@ def main(argv=None):
         lora = dict(r=args.lora_r, alpha=args.lora_alpha, dropout=args.lora_dropout,
                     targets=args.lora_targets.split(",")) if args.method == "lora" else {}
         tuned = Tuned(system.backbones[0], args.method, **lora)
+        if args.method == "lora":  # where the adapters sit; trainer.train prints their count and share next
+            modules = sorted({n.split(".lora_")[0] for n in tuned.params})
+            layers = {int(re.search(r"\.layers\.(\d+)\.", n).group(1)) for n in modules}
+            leaves = sorted({n.rsplit(".", 1)[-1] for n in modules})
+            print(f"LoRA r={args.lora_r}, alpha={args.lora_alpha}: {len(modules)} linear layers in {len(layers)} of "
+                  f"{system.backbones[0].config.num_hidden_layers} decoder layers ({', '.join(leaves)})", flush=True)
         tuned.backbone.model.train()  # LoRA dropout on (these backbones have no other dropout)
         losses = trainer.train(system, list(tuned.params.values()),
                                lambda batch: single_loss(system, tuned, batch, args.max_target_tokens),

@@ -89,15 +89,18 @@ def test_a1_variants_follow_their_equations(variant, kind, d_in, d_out, monkeypa
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("kind,d_in,d_out", [("inner", 8, 8), ("outer", 8, 8), ("outer", 8, 12)])
+@pytest.mark.parametrize("kind,d_in,d_out", [("inner", 8, 8), ("outer", 8, 8), ("outer", 8, 12), ("outer", 12, 8)])
 def test_a1_untrained_link_is_identity_times_scale(variant, kind, d_in, d_out):
     link = RecursiveLink(d_in, d_out, kind, variant, in_rms=4.0, out_rms=2.0).double()  # scale 2 (LN) or 0.5
     x = torch.randn(4, d_in, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         y = link(x)
-    if link.W3 is not None:  # outer residual: W3 = I when square, else norm-preserving (W3^T W3 = d_out/d_in I)
-        W3 = link.W3.weight
-        torch.testing.assert_close(W3.T @ W3, d_out / d_in * torch.eye(d_in, dtype=W3.dtype), rtol=1e-6, atol=1e-6)
+    if link.W3 is not None:  # outer residual: W3 = I when square, else it keeps the per-element RMS:
+        W3 = link.W3.weight  # wider (W3^T W3 = d_out/d_in I) or narrower (orthonormal rows, W3 W3^T = I)
+        if d_out >= d_in:
+            torch.testing.assert_close(W3.T @ W3, d_out / d_in * torch.eye(d_in, dtype=W3.dtype), rtol=1e-6, atol=1e-6)
+        else:
+            torch.testing.assert_close(W3 @ W3.T, torch.eye(d_out, dtype=W3.dtype), rtol=1e-6, atol=1e-6)
         if d_in == d_out:
             torch.testing.assert_close(W3, torch.eye(d_in, dtype=W3.dtype))
     if variant == "2layer" or (d_in != d_out and variant != "2layer_ln_res" and link.W3 is None):

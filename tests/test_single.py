@@ -1,5 +1,6 @@
 """The trained baselines (train_single.py): the final agent alone, LoRA or full; its checkpoints and trained_backbone."""
 import os
+import re
 import sys
 
 import pytest
@@ -14,6 +15,7 @@ from model import load_backbone
 from train_single import Tuned, trained_backbone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FAMILIES = ["tiny-llama", "tiny-qwen", "tiny-gemma3", "tiny-qwen3.5"]
 ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": f"\\boxed{{{a}}}"}
         for q, a in [("2+2?", 4), ("3+5?", 8), ("9-7?", 2), ("1+5?", 6)]]
 
@@ -58,10 +60,38 @@ def test_gradients_reach_what_the_method_trains_and_never_the_cached_backbone(me
     got = {n for n, p in tuned.backbone.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
     if method == "lora":
         assert got and all("lora_" in n for n in got) and {n for n in tuned.params} >= got
-        assert len(tuned.params) == 4 * 2  # 2 layers x (q_proj, v_proj) x (lora_A, lora_B)
+        assert {n for n in tuned.params if ".lora_B." in n} <= got  # every adapter learns (lora_A: 0 until B moves)
     else:
         assert got == set(tuned.params) and len(got) == len(before)  # every weight (tied ones once)
     assert _same(bb, before) and all(p.grad is None and not p.requires_grad for p in bb.model.parameters())
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_lora_adapts_every_linear_layer_of_every_decoder_layer(name):
+    """As the paper's baseline: attention and MLP projections of every layer, whatever the family calls them (on
+    Qwen3.5, q_proj/v_proj exist only in the full-attention layers); never a vision tower, the embeddings or the head."""
+    bb = load_backbone(name)
+    want = {i: {n for n, m in layer.named_modules() if isinstance(m, torch.nn.Linear)}  # layer index -> its linears
+            for i, layer in enumerate(bb.lm.layers)}
+    assert all(any("attn" in n for n in ns) and any("mlp" in n for n in ns) for ns in want.values())
+    got = {}
+    for n in Tuned(bb, "lora").params:
+        where = re.fullmatch(r"model\.(?:language_model\.)?layers\.(\d+)\.(.+)\.lora_[AB]\.default\.weight", n)
+        assert where, f"an adapter outside the decoder layers: {n}"
+        got.setdefault(int(where.group(1)), set()).add(where.group(2))
+    assert got == want and sorted(got) == list(range(bb.config.num_hidden_layers))
+
+
+def test_lora_on_the_qwen3_5_4b_shape_trains_the_papers_share():
+    """Paper Table 5 / §5: LoRA trains 15.92M parameters, 0.37% of Qwen3.5-4B. Counted on the real config's shape,
+    built on the meta device (no weights, no download), with the same add_lora the baseline uses."""
+    import transformers
+    with torch.device("meta"):
+        qwen = transformers.Qwen3_5ForConditionalGeneration(transformers.Qwen3_5Config(**train_single.QWEN3_5_4B))
+    total = sum(p.numel() for p in qwen.parameters())
+    lora = train_single.add_lora(qwen)
+    trained = sum(p.numel() for p in lora.parameters() if p.requires_grad)
+    assert trained == pytest.approx(15.92e6, rel=0.1) and trained / total == pytest.approx(0.0037, rel=0.1)
 
 
 def _trained(bb, method, path, seed=0):
@@ -126,6 +156,10 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         train_single.main(["--method", "qlora"])
     assert e.value.code == 2 and "invalid choice: 'qlora'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # 'all' already names every module; refused before anything loads
+        train_single.main(["--lora-targets", "all,q_proj"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert e.value.code == 2 and len(err) == 1 and "'all' or module names" in err[0], err
     for argv, words in [(["--agents", "tiny-llama", "--lora-targets", "nope_proj"], ["nope_proj", "tiny-llama"]),
                         (["--agents", "tiny-llama,tiny-llama", "--pattern", "mixture"], ["--pattern sequential"])]:
         assert train_single.main(argv + ["--out", str(tmp_path / "x"), "--steps", "1"]) == 2
@@ -150,3 +184,8 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, method):
     assert a == b  # bit-identical trained tensors
     assert not [f for f in os.listdir(tmp_path / "cut") if f.startswith(".tmp-")]
     assert "loss (first -> last" in whole.stdout and f"method                             {method}" in whole.stdout
+    if method == "lora":  # the trainable count and its share of the model, printed at start
+        bb = load_backbone("tiny-llama")
+        n, total = sum(p.numel() for p in Tuned(bb, "lora").params.values()), bb.num_params()
+        assert f"training {n:,} LoRA adapter parameters ({100 * n / total:.2f}% of {total:,} " in whole.stdout
+        assert "14 linear layers in 2 of 2 decoder layers" in whole.stdout  # 7 projections a layer
