@@ -248,3 +248,15 @@ def test_scoring_gives_each_benchmark_test_its_own_limit(tmp_path):
     answer = "```python\nimport time\ntime.sleep(0.6)\nprint(int(input()) + 1)\n```"
     assert benchmarks.score(lcb, answer, timeout=1)[1]
     assert not benchmarks.score(lcb, answer.replace("0.6", "1.5"), timeout=1)[1]
+
+
+@needs_sandbox
+def test_the_whole_run_is_killed_after_the_sum_of_its_limits_plus_slack():
+    """Three cases at 1 s each: the program and the cases may take 4 s, plus CASE_SLACK; a case that blocks the
+    alarm and never ends is killed by the outer limit then, not before."""
+    blocks = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ndef f():\n    return 1"
+    t0 = time.time()
+    r = run_tests(blocks, ["assert f() == 1", "assert f() == 1", "while True:\n    pass"], timeout=1)
+    took = time.time() - t0
+    assert not r.passed and r.timed_out
+    assert 4 + sandbox.CASE_SLACK - 0.5 < took < 4 + sandbox.CASE_SLACK + 5, took
