@@ -161,14 +161,14 @@ def write_json(path, obj):
 
 def settings_line(st, a):
     """The one line evaluate.py prints before a run: every setting that decides its rows."""
-    loop = f"r {a.rounds}, m {a.latent_steps}" + {"single": " (unused: single agent)", "lora": " (unused: single agent)",
-                                                 "full": " (unused: single agent)", "text": " (m unused: text)"}.get(
-        st["method"], "")
+    unused = {"latent": "", "text": " (m unused: text)"}.get(st["method"], " (unused: single agent)")
+    seeds = len(st["seeds"])
     metric = f"pass@{st['samples']}" if st["samples"] > 1 else "accuracy"
     ending = f"+{st['final_answer_tokens']} tokens" if st["final_answer_tokens"] else "off"
     return (f"settings ({st['protocol']} protocol, {st['benchmark']}, {st['method']}): budget {st['max_new_tokens']}, "
-            f"T {st['temperature']:g}, top-p {st['top_p']:g}, {loop}, {len(st['seeds'])} seed{'s' if len(st['seeds']) > 1 else ''}, {metric}, "
-            f"'Final Answer:' ending {ending}, {st['seconds_per_test']:g} s per test case")
+            f"T {st['temperature']:g}, top-p {st['top_p']:g}, r {a.rounds}, m {a.latent_steps}{unused}, "
+            f"{seeds} seed{'s' if seeds > 1 else ''}, {metric}, 'Final Answer:' ending {ending}, "
+            f"{st['seconds_per_test']:g} s per test case")
 
 
 def make_row(it, recs, scored, method):
@@ -333,9 +333,10 @@ def parse(argv):
     p.add_argument("--temperature", type=temperature, default=None, help="default: the protocol's")
     p.add_argument("--top-p", type=top_p, default=None, help="default: the protocol's")
     p.add_argument("--max-new-tokens", type=new_tokens, default=None, help="default: the protocol's")
-    p.add_argument("--final-answer-tokens", type=checked(int, lambda v: 0 <= v <= 4096, "a number of tokens in 0..4096"),
-                   default=None, help="a final answer cut at its budget gets 'Final Answer:' and this many more tokens "
-                                      "(0: off); default: the protocol's (quick 0, paper 64, code 256)")
+    ending_tokens = checked(int, lambda v: 0 <= v <= 4096, "a number of tokens in 0..4096")
+    p.add_argument("--final-answer-tokens", type=ending_tokens, default=None,
+                   help="a final answer cut at its budget gets 'Final Answer:' and this many more tokens (0: off); "
+                        "default: the protocol's (quick 0, paper 64, code 256)")
     p.add_argument("--test-timeout", type=seconds, default=None,
                    help="seconds for each code test case; default: the protocol's (10)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="questions per batch")

@@ -56,7 +56,8 @@ def code_value(ref):
 def test_the_settings_table_matches_the_code():
     rows = settings_table()
     assert len(rows) >= 30
-    wrong = [(name, here, ref, code_value(ref)) for name, here, ref in rows if ast.literal_eval(here) != code_value(ref)]
+    wrong = [(name, here, ref, code_value(ref)) for name, here, ref in rows
+             if ast.literal_eval(here) != code_value(ref)]
     assert wrong == []
     named = {ref for _, _, ref in rows}  # every benchmark has its budget in the table
     assert {f'evaluate.PAPER_TOKENS["{b}"]' for b in benchmarks.BENCHMARKS} <= named
@@ -73,7 +74,8 @@ def test_the_paper_protocol_is_built_from_those_constants():
                          top_p=evaluate.PAPER_TOP_P, seeds=evaluate.PAPER_SEEDS,
                          samples=evaluate.PAPER_AIME_SAMPLES if name.startswith("aime") else 1,
                          rounds=evaluate.PAPER_ROUNDS, latent_steps=evaluate.PAPER_LATENT_STEPS,
-                         final_answer_tokens=evaluate.FINAL_ANSWER_CODE_TOKENS if code else evaluate.FINAL_ANSWER_TOKENS,
+                         final_answer_tokens=(evaluate.FINAL_ANSWER_CODE_TOKENS if code
+                                              else evaluate.FINAL_ANSWER_TOKENS),
                          test_timeout=evaluate.SECONDS_PER_TEST), name
 
 
