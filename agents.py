@@ -25,6 +25,10 @@ from model import UserError, check_available, load_backbone, pad_left, pick_devi
 from patterns import PRESETS, TOPOLOGIES, base_role, expand_agents, role_of, slot_label, slot_name
 from tools import Search, answer_with_tools
 
+# Paper B.3: a final answer cut at its token budget gets this line appended, and the model writes a short ending
+# after it (System.answer), so a long solution still states an answer instead of scoring as "no answer".
+FINAL_ANSWER = "\nFinal Answer:"
+
 # ----------------------------------------------------------------------------------------------------------------
 # Latent rollout (docs/method.md §3): KV-cached, and the recompute-everything reference it must equal
 
@@ -170,10 +174,12 @@ class System(nn.Module):
                 inbox[d][slot_name(self.roles[s], fb)] = msg  # [B, m, d_dst] or list[str]
 
     @torch.no_grad()
-    def run(self, questions, mode="latent", rounds=1, latent_steps=8, max_new_tokens=256, temperature=0.0, top_p=1.0):
+    def run(self, questions, mode="latent", rounds=1, latent_steps=8, max_new_tokens=256, temperature=0.0, top_p=1.0,
+            final_answer=0):
         """Answer a batch of questions. Returns one record per question:
         {text, tokens: {role: generated tokens}, latent_steps, seconds (the whole batch's wall time), written (every
-        text any agent generated, in order)}."""
+        text any agent generated, in order), continued (the final answer was cut and got the FINAL_ANSWER ending)}.
+        final_answer: new tokens of that ending (0: none); see answer()."""
         if not questions or any(not q or (isinstance(q, str) and not q.strip()) for q in questions):
             raise UserError("empty question; pass a non-empty --question")
         if mode not in ("latent", "text", "single"):
@@ -184,11 +190,11 @@ class System(nn.Module):
         if mode == "single":  # the final agent alone, no links, no slots
             bb = self.backbones[last]
             prompts = [self.prompt(last, q, 0, alone=True) for q in questions]
-            texts, counts, calls = self.answer(last, *build_inputs(bb, prompts, {}), gen)
+            texts, counts, calls, continued = self.answer(last, *build_inputs(bb, prompts, {}), gen, final_answer)
             latent = 0
         elif mode == "latent":
             embeds, mask = self.latent_pass(questions, rounds, latent_steps)[-1]
-            texts, counts, calls = self.answer(last, embeds, mask, gen)
+            texts, counts, calls, continued = self.answer(last, embeds, mask, gen, final_answer)
             latent = self.latent_steps_done
         else:  # Recursive-TextMAS: the same loop, every agent writes text and the next one reads it
             inbox = [{} for _ in self.roles]
@@ -197,7 +203,8 @@ class System(nn.Module):
                     prompts = [self.prompt(i, q, r, texts={k: v[b] for k, v in inbox[i].items()})
                                for b, q in enumerate(questions)]
                     if i == last and r == rounds - 1:
-                        texts, counts, calls = self.answer(i, *build_inputs(bb, prompts, {}), gen)
+                        texts, counts, calls, continued = self.answer(i, *build_inputs(bb, prompts, {}), gen,
+                                                                      final_answer)
                     else:
                         texts, counts = bb.generate(*build_inputs(bb, prompts, {}), **gen)
                     for b in range(B):
@@ -213,15 +220,30 @@ class System(nn.Module):
                 written[b].append(texts[b])
         seconds = _now() - t0
         return [dict(text=texts[b], tokens=tokens[b], latent_steps=latent, seconds=seconds, written=written[b],
-                     **({"tool_calls": calls[b]} if calls else {})) for b in range(B)]
+                     continued=continued[b], **({"tool_calls": calls[b]} if calls else {})) for b in range(B)]
 
-    def answer(self, i, embeds, mask, gen):
+    def answer(self, i, embeds, mask, gen, final_answer=0):
         """Agent i writes the answer; a tool-caller calls its tools on the way (tools.answer_with_tools).
-        Returns (texts, tokens, tool calls per row or None)."""
+        final_answer > 0 (paper B.3): a row cut at its token budget (no end token) gets FINAL_ANSWER appended and
+        writes at most `final_answer` more tokens after [prompt | cut text | FINAL_ANSWER]; its text is then
+        cut text + FINAL_ANSWER + " " + that ending, and its tokens count both generations. (Not for the
+        tool-caller, whose loop decodes in several pieces.)
+        Returns (texts, tokens, tool calls per row or None, continued per row)."""
         bb = self.backbones[i]
-        if base_role(self.roles[i]) != "toolcaller":
-            return (*bb.generate(embeds, mask, **gen), None)
-        return answer_with_tools(bb, embeds, mask, gen, self.search, self.tool_timeout)
+        if base_role(self.roles[i]) == "toolcaller":
+            return (*answer_with_tools(bb, embeds, mask, gen, self.search, self.tool_timeout), [False] * len(embeds))
+        texts, counts, ended = bb.generate(embeds, mask, with_end=True, **gen)
+        cut = [b for b, e in enumerate(ended) if not e] if final_answer else []
+        if cut:
+            rows = [torch.cat([embeds[b, mask[b].bool()],  # the prompt as this row read it, unpadded
+                               bb.embed(torch.tensor(bb.encode(texts[b] + FINAL_ANSWER), device=bb.device))])
+                    for b in cut]
+            ending, more = bb.generate(*pad_left(rows, bb.hidden_size, bb.device),
+                                       **dict(gen, max_new_tokens=final_answer))
+            texts, counts = list(texts), list(counts)
+            for b, t, k in zip(cut, ending, more):
+                texts[b], counts[b] = f"{texts[b]}{FINAL_ANSWER} {t}", counts[b] + k
+        return texts, counts, None, [b in cut for b in range(len(texts))]
 
     # --- checkpoints ------------------------------------------------------------------------------------------------
     def named_links(self):
@@ -340,9 +362,10 @@ def add_system_args(p, agents="smollm,smollm"):
 
 def add_loop_args(p, rounds=2, latent_steps=8):
     """How long the system thinks: rounds and latent steps per agent and round."""
-    p.add_argument("--rounds", type=positive_int, default=rounds, help="rounds of the loop (the paper: 1-3)")
+    note = "" if rounds is not None else "; default: the protocol's"
+    p.add_argument("--rounds", type=positive_int, default=rounds, help=f"rounds of the loop (the paper: 1-3){note}")
     p.add_argument("--latent-steps", type=count, default=latent_steps,
-                   help="latent thoughts per agent and round (the paper: 16-80)")
+                   help=f"latent thoughts per agent and round (the paper: 16-80){note}")
 
 
 def system_from_args(a):

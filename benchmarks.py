@@ -123,7 +123,8 @@ def _call(inp):
     fn = getattr(ns["Solution"](), FUNC) if "Solution" in ns else ns[FUNC]
     got = fn(*[json.loads(line) for line in inp.split("\n") if line.strip()])
     return list(got) if isinstance(got, tuple) else got
-for i, t in enumerate(TESTS):
+def _case(i):
+    t = TESTS[i]
     if t.get("testtype") == "functional":
         got = _call(t["input"])
         ok = got == json.loads(t["output"])
@@ -136,9 +137,61 @@ for i, t in enumerate(TESTS):
 
 
 def lcb_program(code, tests, func_name):
-    """One sandboxed program that runs every test case of a LiveCodeBench item against `code`."""
-    return (f"CODE = {LCB_HEADER + code!r}\nTESTS = {json.dumps(tests)!r}\nTESTS = __import__('json').loads(TESTS)\n"
-            f"FUNC = {func_name!r}\n{LCB_HARNESS}")
+    """The sandboxed test cases of a LiveCodeBench item against `code`: a setup (the answer's source and the harness)
+    and then one case per test, so each test gets its own time limit (sandbox.run_tests)."""
+    setup = (f"CODE = {LCB_HEADER + code!r}\nTESTS = {json.dumps(tests)!r}\nTESTS = __import__('json').loads(TESTS)\n"
+             f"FUNC = {func_name!r}\n{LCB_HARNESS}")
+    return [setup] + [f"_case({i})" for i in range(len(tests))]
+
+
+def _loop_size(node, sizes):
+    """How many times a `for` loop runs when it walks literal lists (EvalPlus: `for i, (inp, exp) in
+    enumerate(zip(inputs, results))`), else None."""
+    if not isinstance(node, ast.For) or node.orelse or any(isinstance(n, (ast.Break, ast.Continue))
+                                                           for n in ast.walk(node)):
+        return None
+    it = node.iter
+    if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "enumerate" and len(it.args) == 1:
+        it = it.args[0]
+    names = it.args if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "zip" else [it]
+    if not names or not all(isinstance(n, ast.Name) and n.id in sizes for n in names):
+        return None
+    return min(sizes[n.id] for n in names)
+
+
+def test_cases(source):
+    """Assert-style tests -> the test cases sandbox.run_tests times one by one (paper B.3: a time limit per test
+    case): each top-level statement is a case; a call `check(f)` of the tests' own `def check(candidate)` becomes
+    `candidate = f` and then check's statements; a loop over literal lists of inputs becomes one case per input.
+    Source that does not parse stays one case."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return [source]
+    checks = {n.name: n for n in tree.body if isinstance(n, ast.FunctionDef) and len(n.args.args) == 1
+              and not any(isinstance(x, ast.Return) for x in ast.walk(n))}
+    sizes, out = {}, []
+
+    def add(stmts):
+        for n in stmts:
+            if (isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name)
+                    and isinstance(n.value, (ast.List, ast.Tuple))):
+                sizes[n.targets[0].id] = len(n.value.elts)
+            call = n.value if isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) else None
+            if (call and isinstance(call.func, ast.Name) and call.func.id in checks and len(call.args) == 1
+                    and not call.keywords):
+                fn = checks[call.func.id]
+                out.append(f"{fn.args.args[0].arg} = {ast.unparse(call.args[0])}")
+                add(fn.body)
+            elif (k := _loop_size(n, sizes)) is not None:
+                name = f"_cases_{len(out)}"
+                out.append(f"{name} = list({ast.unparse(n.iter)})")
+                body = "\n".join(ast.unparse(b) for b in n.body)
+                out.extend(f"{ast.unparse(n.target)} = {name}[{j}]\n{body}" for j in range(k))
+            else:
+                out.append(ast.unparse(n))
+    add(tree.body)
+    return out
 
 
 # The EvalPlus tests compare floats with numpy.allclose; the sandbox refuses the native libraries numpy loads, so
@@ -228,7 +281,8 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
 
 
 def score(item, text, timeout=10.0, unsafe=False):
-    """-> (prediction, correct: bool, extra: dict); extra["rule"] names what decided, where the scorer says."""
+    """-> (prediction, correct: bool, extra: dict); extra["rule"] names what decided, where the scorer says.
+    Code: `timeout` seconds for each test case (and for the program's own run)."""
     kind = item["kind"]
     if kind == "math":
         pred, ok, rule = scoring.judge_math(text, item["gold"])
@@ -250,7 +304,8 @@ def score(item, text, timeout=10.0, unsafe=False):
     code = scoring.extract_code(text)
     if item.get("entry_point") and f"def {item['entry_point']}" not in code:
         code = item["prompt"] + code  # a bare function body continues the prompt
-    res = run_tests(code, item["tests"], timeout=timeout, unsafe=unsafe)  # a pass needs the harness's fresh token
+    # one time limit per test case; a pass needs the harness's fresh token
+    res = run_tests(code, test_cases(item["tests"]), timeout=timeout, unsafe=unsafe)
     return code[-400:], res.passed, {"rule": "tests", "timed_out": res.timed_out, "executed": res.executed,
                                      "error": (res.stderr.strip().splitlines() or [res.reason])[-1:]}
 

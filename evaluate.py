@@ -25,30 +25,48 @@ import sys
 import torch
 from tqdm import tqdm
 
-from agents import (Parser, add_loop_args, add_system_args, expand_agents, new_tokens, positive_int, system_from_args,
-                    temperature, top_p)
+from agents import (Parser, add_loop_args, add_system_args, checked, expand_agents, new_tokens, positive_int, seconds,
+                    system_from_args, temperature, top_p)
 from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
 from model import UserError, load_backbone, pick_device, pick_dtype
 
 METHODS = ["single", "lora", "full", "text", "latent"]
 MODE = {"single": "single", "lora": "single", "full": "single", "text": "text", "latent": "latent"}  # System.run's
 
-# --protocol paper: the paper's evaluation. Sampling at temperature 0.6, top-p 0.95 (code: 0.2), 5 seeds (mean and
-# standard deviation), AIME pass@10, and this budget of new tokens per benchmark:
-PAPER_TOKENS = {"gsm8k": 2048, "math500": 4096, "aime24": 16384, "aime25": 16384, "aime26": 16384, "amc23": 8192,
-                "medqa": 2048, "arc_challenge": 2048, "gpqa_diamond": 8192, "humaneval": 4096,
-                "humanevalplus": 4096, "mbpp": 4096, "mbppplus": 4096, "livecodebench": 8192, "hotpotqa": 2048,
-                "bamboogle": 2048}
-# --protocol quick (the default): greedy, 256 new tokens, one seed, one sample (a CPU-sized look, not the paper's).
+# --protocol paper: the paper's evaluation (App. B.3; r and m: Table 3 and the release). Every value below has its
+# source in docs/method.md §9, and tests/test_protocol.py checks that table against these constants.
+PAPER_TOKENS = {"math500": 2000, "medqa": 4000, "gpqa_diamond": 4000, "livecodebench": 4000, "mbppplus": 4000,
+                "aime24": 16000, "aime25": 16000, "aime26": 16000,
+                # the paper is silent on these; docs/method.md §9 gives each choice its reason
+                "gsm8k": 2000, "amc23": 16000, "arc_challenge": 4000, "humaneval": 4000, "humanevalplus": 4000,
+                "mbpp": 4000, "hotpotqa": 4000, "bamboogle": 4000}
+PAPER_TEMPERATURE, PAPER_CODE_TEMPERATURE, PAPER_TOP_P = 0.6, 0.2, 0.95
+PAPER_SEEDS, PAPER_AIME_SAMPLES = 5, 10          # mean (and sd) over 5 seeds; AIME: pass@10
+PAPER_ROUNDS, PAPER_LATENT_STEPS = 3, 32         # r (Table 3), m (the release's default)
+SECONDS_PER_TEST = 10.0                          # each code test case (both protocols)
+# A final answer cut at its budget gets "Final Answer:" and this many more tokens (agents.System.answer): enough
+# for a stated answer ("The final answer is $\boxed{...}$", MATH500's longest golds included); code gets room for a
+# short function, as the release gives its code answers 256.
+FINAL_ANSWER_TOKENS, FINAL_ANSWER_CODE_TOKENS = 64, 256
+# --protocol quick (the default): greedy, 256 new tokens, one seed, one sample, r=2, m=8, no final-answer ending
+# (a CPU-sized look, not the paper's).
+QUICK = dict(max_new_tokens=256, temperature=None, top_p=1.0, samples=1, seeds=1, rounds=2, latent_steps=8,
+             final_answer_tokens=0, test_timeout=SECONDS_PER_TEST)
 KEPT = ("limit", "batch_size")  # settings a --resume may change
 
 
 def protocol_settings(protocol, benchmark, kind):
-    """max_new_tokens, temperature, top_p, samples, seeds of a protocol (explicit flags override them)."""
+    """Every setting a protocol decides (explicit flags override each): max_new_tokens, temperature, top_p, samples,
+    seeds, rounds, latent_steps, final_answer_tokens, test_timeout."""
     if protocol == "paper":
-        return dict(max_new_tokens=PAPER_TOKENS[benchmark], temperature=0.2 if kind in ("code", "lcb") else 0.6,
-                    top_p=0.95, samples=10 if benchmark.startswith("aime") else 1, seeds=5)
-    return dict(max_new_tokens=256, temperature=None, top_p=1.0, samples=1, seeds=1)
+        code = kind in ("code", "lcb")
+        return dict(max_new_tokens=PAPER_TOKENS[benchmark],
+                    temperature=PAPER_CODE_TEMPERATURE if code else PAPER_TEMPERATURE, top_p=PAPER_TOP_P,
+                    samples=PAPER_AIME_SAMPLES if benchmark.startswith("aime") else 1, seeds=PAPER_SEEDS,
+                    rounds=PAPER_ROUNDS, latent_steps=PAPER_LATENT_STEPS,
+                    final_answer_tokens=FINAL_ANSWER_CODE_TOKENS if code else FINAL_ANSWER_TOKENS,
+                    test_timeout=SECONDS_PER_TEST)
+    return dict(QUICK)
 
 
 def wilson(k, n, z=1.96):
@@ -92,7 +110,8 @@ def run_settings(a, method, kind, tags):
     temperature = temperature if temperature is not None else (0.7 if samples > 1 else 0.0)
     st = dict(benchmark=a.benchmark, method=method, agents=used, pattern=pattern, protocol=a.protocol,
               max_new_tokens=pick("max_new_tokens"), temperature=temperature, top_p=pick("top_p"), samples=samples,
-              seeds=[a.seed + i for i in range(pick("seeds"))], judge=a.judge, timeout=a.tool_timeout)
+              seeds=[a.seed + i for i in range(pick("seeds"))], judge=a.judge,
+              final_answer_tokens=pick("final_answer_tokens"), seconds_per_test=pick("test_timeout"))
     name = f"{a.benchmark}-{method}-" + "+".join(os.path.basename(n).removesuffix(".gguf") for n in used)
     if method in ("text", "latent"):
         st.update(rounds=a.rounds)
@@ -140,8 +159,21 @@ def write_json(path, obj):
     os.replace(tmp, path)
 
 
+def settings_line(st, a):
+    """The one line evaluate.py prints before a run: every setting that decides its rows."""
+    unused = {"latent": "", "text": " (m unused: text)"}.get(st["method"], " (unused: single agent)")
+    seeds = len(st["seeds"])
+    metric = f"pass@{st['samples']}" if st["samples"] > 1 else "accuracy"
+    ending = f"+{st['final_answer_tokens']} tokens" if st["final_answer_tokens"] else "off"
+    return (f"settings ({st['protocol']} protocol, {st['benchmark']}, {st['method']}): budget {st['max_new_tokens']}, "
+            f"T {st['temperature']:g}, top-p {st['top_p']:g}, r {a.rounds}, m {a.latent_steps}{unused}, "
+            f"{seeds} seed{'s' if seeds > 1 else ''}, {metric}, 'Final Answer:' ending {ending}, "
+            f"{st['seconds_per_test']:g} s per test case")
+
+
 def make_row(it, recs, scored, method):
-    """One readable row: the question, what the agents wrote, the verdict and the rule that decided it."""
+    """One readable row: the question, what the agents wrote, the verdict and the rule that decided it;
+    `continued`: the final answer hit its budget and got the 'Final Answer:' ending (agents.System.answer)."""
     tokens = {}
     for r in recs:
         for k, v in r["tokens"].items():
@@ -150,10 +182,12 @@ def make_row(it, recs, scored, method):
     row = dict(id=it["id"], method=method, question=it["question"], texts=recs[0]["written"], prediction=pred,
                gold=it["gold"] if it["kind"] not in ("code", "lcb") else None, correct=any(s[1] for s in scored),
                rule=extra.get("rule", "tests"), tokens=tokens, latent_steps=recs[0]["latent_steps"],
-               seconds=sum(r["seconds"] for r in recs), **{k: v for k, v in extra.items() if k != "rule"})
+               seconds=sum(r["seconds"] for r in recs), continued=recs[0]["continued"],
+               **{k: v for k, v in extra.items() if k != "rule"})
     row.update({"tool_calls": recs[0]["tool_calls"]} if recs[0].get("tool_calls") else {})
     if len(recs) > 1:
-        row["samples"] = [dict(text=r["text"], prediction=s[0], correct=s[1], rule=s[2].get("rule", "tests"))
+        row["samples"] = [dict(text=r["text"], prediction=s[0], correct=s[1], rule=s[2].get("rule", "tests"),
+                               continued=r["continued"])
                           for r, s in zip(recs, scored)]
     return row
 
@@ -186,10 +220,10 @@ def evaluate(system, items, st, stem, a, judge=None):
                 batch = [it for _, it in chunk]
                 questions = [f"{it['question']}\n\n{INSTRUCTION[it['kind']]}".strip() for it in batch]
                 samples = [system.run(questions, MODE[method], a.rounds, a.latent_steps, st["max_new_tokens"],
-                                      st["temperature"], st["top_p"]) for _ in range(k)]
+                                      st["temperature"], st["top_p"], st["final_answer_tokens"]) for _ in range(k)]
                 for j, it in enumerate(batch):
                     recs = [dict(s[j], seconds=s[j]["seconds"] / len(batch)) for s in samples]  # batch time, shared
-                    scored = [score(it, r["text"], a.tool_timeout, a.unsafe_exec) for r in recs]
+                    scored = [score(it, r["text"], st["seconds_per_test"], a.unsafe_exec) for r in recs]
                     if judge is not None and it["kind"] == "qa":
                         scored = [(p, *judged(judge, it, p, ok, ex)) for p, ok, ex in scored]
                     row = dict(seed=seed, **make_row(it, recs, scored, method))
@@ -284,12 +318,13 @@ def parse(argv):
                epilog="example: python evaluate.py --compare single,text,latent --agents smollm,smollm "
                       "--benchmark gsm8k --limit 5")
     add_system_args(p, agents="smollm")
-    add_loop_args(p)
+    add_loop_args(p, rounds=None, latent_steps=None)  # None: the protocol's (quick r=2, m=8; paper r=3, m=32)
     p.add_argument("--method", default="single", choices=METHODS, help="what answers the questions")
     p.add_argument("--compare", type=methods, default=None, help="e.g. single,text,latent: one table, same questions")
     p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS, help="which questions")
     p.add_argument("--protocol", default="quick", choices=["quick", "paper"],
-                   help="quick: greedy, 256 tokens, 1 seed; paper: the paper's sampling, budgets, 5 seeds, AIME pass@10")
+                   help="quick: greedy, 256 tokens, 1 seed, r=2, m=8; paper: the paper's App. B.3 (sampling, budgets, "
+                        "5 seeds, AIME pass@10, 'Final Answer:' ending) with r=3, m=32 (docs/method.md §9)")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (train_single.py) for method lora")
     p.add_argument("--weights", default=None, help="full fine-tuned weights folder (train_single.py) for method full")
     p.add_argument("--limit", type=positive_int, default=None, help="first N questions")
@@ -298,6 +333,12 @@ def parse(argv):
     p.add_argument("--temperature", type=temperature, default=None, help="default: the protocol's")
     p.add_argument("--top-p", type=top_p, default=None, help="default: the protocol's")
     p.add_argument("--max-new-tokens", type=new_tokens, default=None, help="default: the protocol's")
+    ending_tokens = checked(int, lambda v: 0 <= v <= 4096, "a number of tokens in 0..4096")
+    p.add_argument("--final-answer-tokens", type=ending_tokens, default=None,
+                   help="a final answer cut at its budget gets 'Final Answer:' and this many more tokens (0: off); "
+                        "default: the protocol's (quick 0, paper 64, code 256)")
+    p.add_argument("--test-timeout", type=seconds, default=None,
+                   help="seconds for each code test case; default: the protocol's (10)")
     p.add_argument("--batch-size", type=positive_int, default=4, help="questions per batch")
     p.add_argument("--gpqa-path", default=None, help="GPQA-Diamond test.jsonl (or set GPQA_PATH)")
     p.add_argument("--bamboogle-path", default=None, help="Bamboogle JSONL of {question, answer} (or BAMBOOGLE_PATH)")
@@ -311,6 +352,9 @@ def parse(argv):
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--plot", action="store_true", help="--compare: also write OUT/<benchmark>-compare.png")
     a = p.parse_args(argv)
+    proto = protocol_settings(a.protocol, a.benchmark, None)
+    a.rounds = a.rounds if a.rounds is not None else proto["rounds"]  # the protocol's r and m, unless given
+    a.latent_steps = a.latent_steps if a.latent_steps is not None else proto["latent_steps"]
     if a.resume and a.overwrite:
         p.error("--resume and --overwrite exclude each other: pick one")
     try:
@@ -349,6 +393,8 @@ def parse(argv):
 
 def main(argv=None):
     a, items, runs = parse(argv)
+    for st, _ in runs:
+        print(settings_line(st, a), flush=True)
     os.makedirs(a.out, exist_ok=True)
     summaries = []
     try:

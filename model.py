@@ -126,10 +126,12 @@ class Backbone:
         return out.last_hidden_state
 
     @torch.no_grad()
-    def generate(self, embeds, mask, max_new_tokens=256, temperature=0.0, top_p=1.0, generator=None, stop=()):
+    def generate(self, embeds, mask, max_new_tokens=256, temperature=0.0, top_p=1.0, generator=None, stop=(),
+                 with_end=False):
         """Decode text after input embeddings [B, T, d] (left-padded, mask [B, T]); greedy when temperature == 0.
         A row also ends when its text ends with one of the `stop` strings (kept in the text).
-        Returns (texts, tokens) with tokens[b] = number of tokens generated for row b (its end token included)."""
+        Returns (texts, tokens) with tokens[b] = number of tokens generated for row b (its end token included);
+        with_end=True adds ended[b]: False when row b was cut at max_new_tokens (no end token, no stop string)."""
         B = embeds.shape[0]
         dec = self.decoder(B, mask.shape[1] + max_new_tokens)
         hidden = dec.start(embeds, mask)
@@ -150,7 +152,7 @@ class Backbone:
                 break
             hidden = dec.step(self.embed(nxt[:, None]))
         texts = [self.tokenizer.decode(row[:n], skip_special_tokens=True).strip() for row, n in zip(out, counts)]
-        return texts, counts.tolist()
+        return (texts, counts.tolist(), done.tolist()) if with_end else (texts, counts.tolist())
 
 
 class EagerDecoder:

@@ -36,7 +36,7 @@ from functools import lru_cache
 
 NOBODY = 65534
 PRELUDE = r'''
-import os, sys, builtins, resource, types, enum, typing, collections, functools, re
+import os, sys, builtins, resource, signal, time, types, enum, typing, collections, functools, re
 def _hook(token, frame, tests):
     getframe, write, fspath, busy, done = sys._getframe, os.write, os.fspath, [False], [False]
     VE, PE, IE, S, B = ValueError, PermissionError, ImportError, str, bytes
@@ -95,16 +95,36 @@ def _main(mode, hook, nproc):
         os.close(fd)
     resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))  # counted in our own user namespace
     first = compile(src, "<program>", "exec")
-    second = compile(tests, "<tests>", "exec") if mode == "tests" else None  # both compiled before anything runs
+    limit, cases = 0.0, []
+    if mode == "tests":  # tests = b"<seconds per case>\0<case 1>\0<case 2>..." (source code holds no NUL byte)
+        limit, *cases = tests.split(b"\0")
+        limit = float(limit)
+        cases = [compile(c, f"<test case {i}>", "exec") for i, c in enumerate(cases, 1)]  # all compiled up front
     if hook:
         _hook(token, frame, mode == "tests")
     del token
     run, audit, flush, fresh, out = exec, sys.audit, sys.stdout.flush, dict(builtins.__dict__), sys.stdout
+    clock, timer, write, leave = time.monotonic, signal.setitimer, os.write, os._exit
+    def expired(what):  # a case past its limit fails the sample: exit status 124, no token
+        write(2, f"\nsandbox: {what} ran past its {limit:g} s limit\n".encode())
+        leave(124)
+    part = ["the program"]
+    if mode == "tests":  # each part (the program, then each test case) gets its own `limit` seconds
+        signal.signal(signal.SIGALRM, lambda *_: expired(part[0]))
     ns = {"__name__": "__main__", "__builtins__": builtins}
-    run(first, ns)
-    if second is not None:
-        ns["__builtins__"] = fresh  # the tests see the builtins as they were before the program ran
-        run(second, ns)
+    for i, code in enumerate([first] + cases):
+        if i == 1:
+            ns["__builtins__"] = fresh  # the tests see the builtins as they were before the program ran
+        part[0] = f"test case {i}" if i else "the program"
+        if limit:
+            timer(signal.ITIMER_REAL, limit)
+        t0 = clock()
+        run(code, ns)
+        if limit:
+            timer(signal.ITIMER_REAL, 0)
+            if clock() - t0 > limit:  # a program that caught or blocked the alarm
+                expired(part[0])
+    if mode == "tests":
         flush()
         audit("recursivemas.finish")
 _main(sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]))
@@ -313,13 +333,23 @@ def run_python(code, timeout=10.0, memory_mb=1024, max_procs=16, max_output=20_0
                 hook)
 
 
+CASE_SLACK = 3.0  # seconds the whole run may take beyond its cases' limits (starting the sandbox, the interpreter)
+
+
 def run_tests(program, tests, timeout=10.0, unsafe=False, hook=True, **limits):
-    """Score `program` against `tests` (assert statements). `passed` needs exit status 0 AND a fresh random token
+    """Score `program` against `tests`: one source of assert statements, or a list of test cases (sources run in
+    order, in one namespace). `timeout` is per part: the program's own run and then each case get `timeout` seconds
+    each (a part past it fails the sample); the whole run is killed after the sum of those limits plus CASE_SLACK.
+    `passed` needs exit status 0 AND a fresh random token
     on stdout, which only the harness's statement after the last test writes, so exiting early (sys.exit, os._exit,
     atexit, SystemExit, a __main__ guard) cannot pass. The token reaches the sandbox on stdin, which is swapped for
     /dev/null before the program runs; it is never in the program's source, argv, environment or files. Both parts
     are compiled before either runs; the tests see the builtins as they were before the program ran."""
+    cases = [tests] if isinstance(tests, str) else list(tests)
     token = secrets.token_hex(16)
     kw = dict(memory_mb=1024, max_procs=16, max_output=20_000, max_file_mb=16, disk_mb=64) | limits
-    return _run("tests", program, tests, token, "", timeout, kw["memory_mb"], kw["max_procs"], kw["max_output"],
-                kw["max_file_mb"], kw["disk_mb"], unsafe, hook)
+    payload = "\0".join([repr(float(timeout))] + cases)
+    r = _run("tests", program, payload, token, "", timeout * (len(cases) + 1) + CASE_SLACK, kw["memory_mb"],
+             kw["max_procs"], kw["max_output"], kw["max_file_mb"], kw["disk_mb"], unsafe, hook)
+    r.timed_out = r.timed_out or (r.returncode == 124 and "s limit" in r.stderr)  # a part past its own limit
+    return r

@@ -39,6 +39,7 @@ TRAINED_BY = ("stage", "agents", "pattern", "link_variant", "train_inner", "meth
 RUN_FILES = ("links", "adapter", "weights")  # what a run folder may hold besides step-*/, latest and .tmp-*
 
 
+BETAS, GRAD_CLIP, WARMUP = (0.9, 0.95), 1.0, 10  # AdamW betas, gradient-norm clip, warm-up steps (docs/method.md §9)
 positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
 learning_rate = checked(float, lambda v: 0 < v < 1, "a learning rate in (0, 1)")
 
@@ -52,7 +53,7 @@ def add_args(p, steps, lr, batch):
     p.add_argument("--steps", type=positive_int, default=steps, help="optimizer steps")
     p.add_argument("--batch-size", type=positive_int, default=batch, help="rows per step (per rank)")
     p.add_argument("--lr", type=learning_rate, default=lr, help="peak learning rate (AdamW)")
-    p.add_argument("--warmup", type=count, default=10, help="linear warm-up steps before the cosine decay")
+    p.add_argument("--warmup", type=count, default=WARMUP, help="linear warm-up steps before the cosine decay")
     p.add_argument("--max-target-tokens", type=positive_int, default=None,
                    help="cut target texts to this many tokens (default: 160 on a CPU, 2048 on a GPU); a cut target "
                         "has no end token, so the model is never taught to stop where the cut falls")
@@ -259,7 +260,7 @@ def train(system, params, loss_fn, rows, args, weights=None):
     weights = weights or LinkWeights(system)
     rank, world = distributed()
     params = [p for p in params if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.95), weight_decay=0.0)
+    opt = torch.optim.AdamW(params, lr=args.lr, betas=BETAS, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda(args.warmup, args.steps))
     start, losses = 0, []
     if args.resume:
@@ -291,7 +292,7 @@ def train(system, params, loss_fn, rows, args, weights=None):
                     p.grad = torch.zeros_like(p)
                 dist.all_reduce(p.grad)
                 p.grad /= world
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
         opt.step()
         sched.step()
         losses.append(loss.item())

@@ -32,9 +32,9 @@ def test_a_row_holds_question_texts_prediction_gold_and_rule(tmp_path, monkeypat
     class Stub:
         backbones = [None]
 
-        def run(self, questions, mode, rounds, steps, max_new_tokens, temperature, top_p):
+        def run(self, questions, mode, rounds, steps, max_new_tokens, temperature, top_p, final_answer):
             return [dict(text="so \\boxed{18}", tokens={"solver": 5}, latent_steps=0, seconds=1.0,
-                         written=["plan: add", "so \\boxed{18}"]) for _ in questions]
+                         written=["plan: add", "so \\boxed{18}"], continued=False) for _ in questions]
 
     monkeypatch.setattr(evaluate, "build_system", lambda a, method: Stub())
     assert evaluate.main(TINY + ["--limit", "2", "--out", str(tmp_path)]) == 0
@@ -129,10 +129,10 @@ def test_protocols_and_explicit_flags(tmp_path):
     st = lambda *x: evaluate.parse(["--limit", "1", "--out", str(tmp_path), *x])[2][0][0]
     quick, paper = st(), st("--protocol", "paper")
     assert (quick["temperature"], quick["max_new_tokens"], quick["seeds"], quick["samples"]) == (0.0, 256, [0], 1)
-    assert (paper["temperature"], paper["top_p"], paper["max_new_tokens"], paper["seeds"]) == (0.6, 0.95, 2048,
+    assert (paper["temperature"], paper["top_p"], paper["max_new_tokens"], paper["seeds"]) == (0.6, 0.95, 2000,
                                                                                                [0, 1, 2, 3, 4])
     aime = st("--protocol", "paper", "--benchmark", "aime26")
-    assert (aime["samples"], aime["max_new_tokens"]) == (10, 16384)
+    assert (aime["samples"], aime["max_new_tokens"]) == (10, 16000)
     assert st("--protocol", "paper", "--benchmark", "mbppplus")["temperature"] == 0.2
     mine = st("--protocol", "paper", "--temperature", "0.3", "--seeds", "2", "--max-new-tokens", "64")
     assert (mine["temperature"], mine["seeds"], mine["max_new_tokens"], mine["top_p"]) == (0.3, [0, 1], 64, 0.95)
