@@ -334,12 +334,16 @@ def run_python(code, timeout=10.0, memory_mb=1024, max_procs=16, max_output=20_0
 
 
 CASE_SLACK = 3.0  # seconds the whole run may take beyond its cases' limits (starting the sandbox, the interpreter)
+RUN_CAP = 300.0   # seconds one run may hold a sandbox at most, however many cases it has (HumanEval+ has up to 1,108:
+                  # their limits add up to 3 hours); each case's own alarm stops ordinary code long before, so the
+                  # cap only ends code that blocks the alarm
 
 
 def run_tests(program, tests, timeout=10.0, unsafe=False, hook=True, **limits):
     """Score `program` against `tests`: one source of assert statements, or a list of test cases (sources run in
     order, in one namespace). `timeout` is per part: the program's own run and then each case get `timeout` seconds
-    each (a part past it fails the sample); the whole run is killed after the sum of those limits plus CASE_SLACK.
+    each (a part past it fails the sample); the whole run is killed after the sum of those limits plus CASE_SLACK,
+    or after RUN_CAP seconds if that comes first.
     `passed` needs exit status 0 AND a fresh random token
     on stdout, which only the harness's statement after the last test writes, so exiting early (sys.exit, os._exit,
     atexit, SystemExit, a __main__ guard) cannot pass. The token reaches the sandbox on stdin, which is swapped for
@@ -349,7 +353,8 @@ def run_tests(program, tests, timeout=10.0, unsafe=False, hook=True, **limits):
     token = secrets.token_hex(16)
     kw = dict(memory_mb=1024, max_procs=16, max_output=20_000, max_file_mb=16, disk_mb=64) | limits
     payload = "\0".join([repr(float(timeout))] + cases)
-    r = _run("tests", program, payload, token, "", timeout * (len(cases) + 1) + CASE_SLACK, kw["memory_mb"],
+    whole = min(timeout * (len(cases) + 1) + CASE_SLACK, RUN_CAP)
+    r = _run("tests", program, payload, token, "", whole, kw["memory_mb"],
              kw["max_procs"], kw["max_output"], kw["max_file_mb"], kw["disk_mb"], unsafe, hook)
     r.timed_out = r.timed_out or (r.returncode == 124 and "s limit" in r.stderr)  # a part past its own limit
     return r

@@ -15,12 +15,12 @@ import agents
 import benchmarks
 import evaluate
 import sandbox
+import train_single
 import trainer
 from agents import FINAL_ANSWER, System
 from sandbox import run_tests
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-needs_sandbox = pytest.mark.skipif(not sandbox.available()[0], reason=sandbox.available()[1])
 
 
 # ---- the settings table (docs/method.md §9) ---------------------------------------------------------------------
@@ -50,7 +50,8 @@ def code_value(ref):
     m = re.fullmatch(r"(\w+\.py) (--[\w-]+)", ref)
     if m:
         return cli_default(*m.groups())
-    return eval(ref, {"evaluate": evaluate, "trainer": trainer, "agents": agents})  # the table's own references
+    return eval(ref, {"evaluate": evaluate, "trainer": trainer, "agents": agents,  # the table's own references
+                      "train_single": train_single})
 
 
 def test_the_settings_table_matches_the_code():
@@ -199,7 +200,7 @@ def test_rows_record_the_ending_and_count_its_tokens(tmp_path):
 SLOW = "import time\ntime.sleep(0.6)\nassert f() == 1"
 
 
-@needs_sandbox
+@pytest.mark.sandbox
 def test_each_test_case_gets_its_own_limit():
     r = run_tests("def f():\n    return 1", [SLOW] * 3, timeout=1)
     assert r.passed, r.stderr
@@ -207,7 +208,7 @@ def test_each_test_case_gets_its_own_limit():
     assert not shared.passed and shared.timed_out
 
 
-@needs_sandbox
+@pytest.mark.sandbox
 def test_a_case_past_its_limit_fails_the_sample_at_that_limit():
     t0 = time.time()
     r = run_tests("def f():\n    return 1", ["assert f() == 1", "import time\ntime.sleep(2)"], timeout=1)
@@ -236,7 +237,7 @@ def test_assert_style_tests_split_into_cases():
     assert benchmarks.test_cases("def broken(:\n") == ["def broken(:\n"]
 
 
-@needs_sandbox
+@pytest.mark.sandbox
 def test_scoring_gives_each_benchmark_test_its_own_limit(tmp_path):
     """MBPP item 11 has three asserts; an answer that takes 0.6 s per call passes at 1 s per case."""
     it = next(i for i in benchmarks.load_benchmark("mbpp") if i["id"] == 11)
@@ -252,7 +253,7 @@ def test_scoring_gives_each_benchmark_test_its_own_limit(tmp_path):
     assert not benchmarks.score(lcb, answer.replace("0.6", "1.5"), timeout=1)[1]
 
 
-@needs_sandbox
+@pytest.mark.sandbox
 def test_the_whole_run_is_killed_after_the_sum_of_its_limits_plus_slack():
     """Three cases at 1 s each: the program and the cases may take 4 s, plus CASE_SLACK; a case that blocks the
     alarm and never ends is killed by the outer limit then, not before."""
@@ -262,3 +263,14 @@ def test_the_whole_run_is_killed_after_the_sum_of_its_limits_plus_slack():
     took = time.time() - t0
     assert not r.passed and r.timed_out
     assert 4 + sandbox.CASE_SLACK - 0.5 < took < 4 + sandbox.CASE_SLACK + 5, took
+
+
+@pytest.mark.sandbox
+def test_the_whole_run_stops_at_the_cap_however_many_cases(monkeypatch):
+    """Many cases whose limits add up to hours: code that blocks the alarm is still ended at RUN_CAP."""
+    monkeypatch.setattr(sandbox, "RUN_CAP", 3.0)
+    blocks = "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\ndef f():\n    return 1"
+    t0 = time.time()
+    r = run_tests(blocks, ["while True:\n    pass"] + ["assert f() == 1"] * 1000, timeout=10)
+    took = time.time() - t0
+    assert not r.passed and r.timed_out and 2.5 < took < 3 + 5, took
