@@ -134,10 +134,11 @@ class _Watch(nn.Module):
 
 
 def first_states_grad(system, questions, answers, rounds, steps, feed, handover, max_tokens=64):
-    """(d(final agent's answer CE)/dH, H, gain): H [B, m, d_1] = agent 1's round-1 last-layer states, made a leaf;
-    every agent rolls out with feed[role] as its next-input map and every message is handover(src_role,
+    """(d(final agent's answer CE)/dH, H, gain, scale): H [B, m, d_1] = agent 1's round-1 last-layer states, made a
+    leaf; every agent rolls out with feed[role] as its next-input map and every message is handover(src_role,
     dst_role)(states). gain = |dCE/dH| / |dCE/dM|, M = the messages made from H: what the hand-over itself does to
-    the gradient that reaches it. (None, None, None) when no hand-over follows H (one agent, one round)."""
+    the gradient that reaches it; scale = |M| / |H|, what it does to the signal going forward (a map that only
+    rescales has gain = scale). (None,) * 4 when no hand-over follows H (one agent, one round)."""
     leaf, roles, msgs = [], system.roles, []
 
     def make(i, embeds, mask, round_):
@@ -150,11 +151,14 @@ def first_states_grad(system, questions, answers, rounds, steps, feed, handover,
     with handovers(system, lambda s, d: _Watch(handover(s, d), leaf, msgs)):
         finals = system.latent_pass(questions, rounds, steps, make_latents=make)
         if not leaf:
-            return None, None, None
+            return None, None, None, None
         loss = answer_ce(system.backbones[-1], *finals[-1], answers, max_tokens)
         g, *gm = torch.autograd.grad(loss, [leaf[0], *msgs])
-        g, gm = g.float(), math.sqrt(sum(x.float().norm().item() ** 2 for x in gm))
-        return g, leaf[0], g.norm().item() / gm if gm else None  # no message seen: H was moved to another device
+        if not msgs:  # H was moved to another device on its way: no message seen
+            return g.float(), leaf[0], None, None
+        norms = lambda ts: math.sqrt(sum(x.float().norm().item() ** 2 for x in ts))
+        g = g.float()
+        return g, leaf[0], g.norm().item() / norms(gm), norms(msgs) / leaf[0].float().norm().item()
 
 
 def link_paths(system, trained):
@@ -181,9 +185,9 @@ def grad_probe(system, questions, answers, rounds_list, steps, temperatures, tra
     text_ok = all(same_vocab(bb[n.split("->")[0]], bb[n.split("->")[1]]) for n in system.outer)
     paths, rows = link_paths(system, trained), []
     for r in rounds_list:
-        links, per_step, gains = {}, {}, {}
+        links, per_step, gains, scales = {}, {}, {}, {}
         for kind, (inner, outer) in paths.items():
-            g, _, gains[kind] = first_states_grad(system, questions, answers, r, steps, inner,
+            g, _, gains[kind], scales[kind] = first_states_grad(system, questions, answers, r, steps, inner,
                                                   lambda s, d: LinkHandover(inner[s], outer[f"{s}->{d}"]))
             if g is None:
                 break
@@ -192,17 +196,18 @@ def grad_probe(system, questions, answers, rounds_list, steps, temperatures, tra
             print(f"  r={r}: skipped, agent 1 is the final agent and answers at once")
             continue
         for T in temperatures:
-            row = dict(rounds=r, temperature=T, links=links, link_norm_per_step=per_step, link_gain=gains)
+            row = dict(rounds=r, temperature=T, links=links, link_norm_per_step=per_step, link_gain=gains,
+                       link_scale=scales)
             if not text_ok:
                 row["text_skipped"] = "vocabularies differ; use the same backbone for every agent"
             else:
                 feed = {role: TextHandover(bb[role], bb[role], T) for role in system.roles}
-                g, H, gain = first_states_grad(system, questions, answers, r, steps, feed,
+                g, H, gain, scale = first_states_grad(system, questions, answers, r, steps, feed,
                                                lambda s, d: TextHandover(bb[s], bb[d], T))
                 with torch.no_grad():
                     ent, pmax = entropy_stats(feed[system.roles[0]].distribution(H))
                 row.update(text_norm=g.norm().item(), text_norm_per_step=g.norm(dim=(0, 2)).tolist(),
-                           text_gain=gain, text_entropy=ent, text_max_prob=pmax, vocab=system.backbones[0].config.vocab_size,
+                           text_gain=gain, text_scale=scale, text_entropy=ent, text_max_prob=pmax, vocab=system.backbones[0].config.vocab_size,
                            text_over={k: g.norm().item() / v for k, v in links.items()})
             rows.append(row)
             print("  " + _grad_line(row), flush=True)
@@ -221,23 +226,25 @@ def _g(x, w):
 
 
 def grad_table(rows, agents):
-    """|dCE/dH| per path, text/link ratios, each hand-over's own gain |dCE/dH| / |dCE/dM| (M: its messages), and
-    the text distribution's entropy and max probability."""
+    """|dCE/dH| per path, text/link ratios, each hand-over's own gain |dCE/dH| / |dCE/dM| and forward scale
+    |M| / |H| (M: its messages), and the text distribution's entropy and max probability."""
     kinds = list(rows[0]["links"]) if rows else []
     print(f"\n{'grad norm, ' + agents:30} {'r':>2} {'T':>5} " + " ".join(f"{k:>9}" for k in kinds) + f" {'text':>9} "
           + " ".join(f"{'text/' + k:>12}" for k in kinds) + " " + " ".join(f"{'gain ' + k:>12}" for k in kinds)
-          + f" {'gain text':>9} {'H(p) nats':>9} {'max p':>6}")
+          + f" {'gain text':>9} " + " ".join(f"{'scale ' + k:>13}" for k in kinds) + f" {'scale text':>10}"
+          + f" {'H(p) nats':>9} {'max p':>6}")
     for r in rows:
         head = (f"{'':30} {r['rounds']:2d} {r['temperature']:5g} " + " ".join(f"{r['links'][k]:9.2e}" for k in kinds))
         gains = " ".join(_g(r["link_gain"][k], 12) for k in kinds)
+        scales = " ".join(_g(r["link_scale"][k], 13) for k in kinds)
         if "text_norm" not in r:
-            print(f"{head} {'-':>9} " + " ".join(f"{'-':>12}" for k in kinds) + f" {gains}  text skipped: "
-                  f"{r['text_skipped']}")
+            print(f"{head} {'-':>9} " + " ".join(f"{'-':>12}" for k in kinds) + f" {gains} {'-':>9} {scales}  "
+                  f"text skipped: {r['text_skipped']}")
             continue
         print(f"{head} {r['text_norm']:9.2e} " + " ".join(f"{r['text_over'][k]:12.2e}" for k in kinds) + f" {gains} "
-              f"{_g(r['text_gain'], 9)} {r['text_entropy']:9.2f} {r['text_max_prob']:6.2f}")
+              f"{_g(r['text_gain'], 9)} {scales} {_g(r['text_scale'], 10)} {r['text_entropy']:9.2f} {r['text_max_prob']:6.2f}")
     if rows and "vocab" in rows[0]:
-        print(f"{'':30} (H: agent 1's round-1 last-layer states; gain = |dCE/dH| / |dCE/d(messages made from H)|; a "
+        print(f"{'':30} (H: agent 1's round-1 last-layer states; gain = |dCE/dH| / |dCE/dM|, scale = |M| / |H|, M: the messages made from H; a "
               f"uniform distribution over the {rows[0]['vocab']:,}-token vocabulary has entropy "
               f"{math.log(rows[0]['vocab']):.2f} nats)")
 

@@ -88,21 +88,22 @@ def test_grad_probe_norms_equal_norms_by_hand():
         return torch.softmax(p.logits(h).float() / T, -1) @ E
 
     def grad_norm(feed, send):
-        """r=1: (|dCE/dH|, |dCE/dH| / |dCE/dM|), H = the planner's states under `feed`, M = its message send(H)."""
+        """r=1: (|dCE/dH|, |dCE/dH| / |dCE/dM|, |M| / |H|), H = the planner's states under `feed`, M = its message send(H)."""
         H = _states_by_hand(p, feed, *build_inputs(p, [system.prompt(0, q, 0) for q in qs], {}), m).requires_grad_(True)
         M = send(H)
         loss = answer_ce(s, *build_inputs(s, [system.prompt(1, q, 0) for q in qs], {"from_planner": M}), answers, 64)
         gH, gM = torch.autograd.grad(loss, [H, M])
-        return gH.norm().item(), gH.norm().item() / gM.norm().item()
+        return gH.norm().item(), gH.norm().item() / gM.norm().item(), M.norm().item() / H.norm().item()
 
     links = {"zero": (default["planner"], default["planner->solver"]),
              "kaiming": (reinit(system.inner["planner"], "kaiming"), reinit(system.outer["planner->solver"], "kaiming")),
              "trained": (system.inner["planner"], system.outer["planner->solver"])}
     for kind, (inner, outer) in links.items():
-        norm, gain = grad_norm(inner, lambda H: outer(inner(H)))
-        assert (rows[0]["links"][kind], rows[0]["link_gain"][kind]) == pytest.approx((norm, gain), rel=1e-4), kind
-    by_hand_text, text_gain = grad_norm(text, text)
-    assert (rows[0]["text_norm"], rows[0]["text_gain"]) == pytest.approx((by_hand_text, text_gain), rel=1e-4)
+        got = rows[0]["links"][kind], rows[0]["link_gain"][kind], rows[0]["link_scale"][kind]
+        assert got == pytest.approx(grad_norm(inner, lambda H: outer(inner(H))), rel=1e-4), kind
+    by_hand_text, *text_gain_scale = grad_norm(text, text)
+    got = rows[0]["text_norm"], rows[0]["text_gain"], rows[0]["text_scale"]
+    assert got == pytest.approx((by_hand_text, *text_gain_scale), rel=1e-4)
     assert rows[0]["text_over"]["zero"] == pytest.approx(by_hand_text / rows[0]["links"]["zero"], rel=1e-6)
     # the wrong states give another norm (so the check above can tell them apart)
     assert by_hand_text != pytest.approx(grad_norm(text, lambda H: text(links["zero"][0](H)))[0], rel=1e-2)
@@ -151,7 +152,7 @@ def test_text_handover_reads_the_state_the_model_makes_its_logits_from(name, T):
             embeds = torch.cat([embeds, (pt @ E)[:, None]], 1)
     by_hand = torch.stack(ps, 1)  # [1, m, V]
     feed = {role: TextHandover(bb, bb, T) for role in system.roles}
-    _, H, _ = first_states_grad(system, q, bench.ANSWERS[:1], 1, m, feed, lambda s, d: TextHandover(bb, bb, T))
+    H = first_states_grad(system, q, bench.ANSWERS[:1], 1, m, feed, lambda s, d: TextHandover(bb, bb, T))[1]
     probe = feed["planner"].distribution(H)
     assert probe.shape == by_hand.shape
     # float32 rounding (KV cache here, full re-runs there) grows through the rollout and by 1/T: ~1e-3 on SmolLM2 at
