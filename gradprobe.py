@@ -157,8 +157,9 @@ def first_states_grad(system, questions, answers, rounds, steps, feed, handover,
         if not msgs:  # H was moved to another device on its way: no message seen
             return g.float(), leaf[0], None, None
         norms = lambda ts: math.sqrt(sum(x.float().norm().item() ** 2 for x in ts))
-        g = g.float()
-        return g, leaf[0], g.norm().item() / norms(gm), norms(msgs) / leaf[0].float().norm().item()
+        g, gm = g.float(), norms(gm)
+        gain = g.norm().item() / gm if gm > 0 else None  # None: no gradient reaches M (a saturated softmax)
+        return g, leaf[0], gain, norms(msgs) / leaf[0].float().norm().item()
 
 
 def link_paths(system, trained):

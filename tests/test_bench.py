@@ -13,7 +13,7 @@ import torch
 import bench
 from agents import System, build_inputs, rollout
 from conftest import needs_smollm
-from gradprobe import LinkHandover, TextHandover, first_states_grad, grad_probe, reinit
+from gradprobe import LinkHandover, TextHandover, first_states_grad, grad_probe, grad_table, reinit
 from train_outer import answer_ce
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -133,6 +133,18 @@ def test_kaiming_links_are_kaiming_normal_and_zero_links_are_the_default():
     assert z.W2.weight.abs().max() == 0 and torch.equal(z.W3.weight, link.W3.weight)
     x = torch.randn(2, 3, link.d_in)
     assert torch.allclose(z(x), link(x)) and not torch.allclose(k(x), link(x))
+
+
+def test_a_saturated_softmax_passes_no_gradient(capsys):
+    """The theorem's limit: at T -> 0 every next-token distribution is one-hot and the text path passes exactly
+    nothing (no gain to divide: '-'), while the links still pass their share."""
+    system = System(["tiny-llama", "tiny-llama"])
+    (row,) = grad_probe(system, bench.QUESTIONS[:1], bench.ANSWERS[:1], [2], 2, [1e-6])
+    assert row["text_norm"] == 0 and row["text_gain"] is None and row["text_max_prob"] == pytest.approx(1)
+    assert all(v > 0 for v in row["links"].values()) and all(v > 0 for v in row["link_gain"].values())
+    capsys.readouterr()
+    grad_table([row], "tiny-llama,tiny-llama")
+    assert "         - " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("name", ["tiny-llama", pytest.param("smollm", marks=needs_smollm)])
