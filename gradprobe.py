@@ -52,7 +52,9 @@ class TextHandover(nn.Module):
     def forward(self, h):
         p = self.distribution(h)
         emb = self.dst.model.get_input_embeddings()
-        E = emb.weight * getattr(emb, "embed_scale", 1.0)  # [V, d_dst]; Gemma scales its embeddings in forward
+        E = emb.weight  # [V, d_dst]
+        if hasattr(emb, "embed_scale"):  # Gemma scales its embeddings in forward
+            E = E * torch.as_tensor(emb.embed_scale, dtype=E.dtype, device=E.device)
         return p.to(E.device, E.dtype) @ E
 
 
@@ -88,8 +90,10 @@ def rollout_states(backbone, feed, embeds, mask, steps):
 def reinit(link, how, seed=0):
     """A copy of `link` initialised afresh: 'zero' = the code's default (links.RecursiveLink: residual branch zero),
     'kaiming' = the same with W1 and W2 Kaiming-normal (fan-in, ReLU gain) and zero biases; W3 and the LayerNorms
-    as at the default. Seeded, so every run draws the same links."""
-    link = copy.deepcopy(link)
+    as at the default. Drawn on the CPU from a fixed seed (the global generators untouched), so every run and every
+    device draws the same links."""
+    device, dtype = link.W1.weight.device, link.W1.weight.dtype
+    link = copy.deepcopy(link).to("cpu", torch.float32)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for m in link.modules():
@@ -101,7 +105,7 @@ def reinit(link, how, seed=0):
                 if w is not None:
                     nn.init.kaiming_normal_(w.weight, nonlinearity="relu")
                     nn.init.zeros_(w.bias)
-    return link
+    return link.to(device, dtype)
 
 
 @contextlib.contextmanager
