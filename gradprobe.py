@@ -192,8 +192,8 @@ def grad_probe(system, questions, answers, rounds_list, steps, temperatures, tra
     for r in rounds_list:
         links, per_step, gains, scales = {}, {}, {}, {}
         for kind, (inner, outer) in paths.items():
-            g, _, gains[kind], scales[kind] = first_states_grad(system, questions, answers, r, steps, inner,
-                                                  lambda s, d: LinkHandover(inner[s], outer[f"{s}->{d}"]))
+            link = lambda s, d: LinkHandover(inner[s], outer[f"{s}->{d}"])
+            g, _, gains[kind], scales[kind] = first_states_grad(system, questions, answers, r, steps, inner, link)
             if g is None:
                 break
             links[kind], per_step[kind] = g.norm().item(), g.norm(dim=(0, 2)).tolist()
@@ -207,12 +207,13 @@ def grad_probe(system, questions, answers, rounds_list, steps, temperatures, tra
                 row["text_skipped"] = "vocabularies differ; use the same backbone for every agent"
             else:
                 feed = {role: TextHandover(bb[role], bb[role], T) for role in system.roles}
-                g, H, gain, scale = first_states_grad(system, questions, answers, r, steps, feed,
-                                               lambda s, d: TextHandover(bb[s], bb[d], T))
+                text = lambda s, d: TextHandover(bb[s], bb[d], T)
+                g, H, gain, scale = first_states_grad(system, questions, answers, r, steps, feed, text)
                 with torch.no_grad():
                     ent, pmax = entropy_stats(feed[system.roles[0]].distribution(H))
                 row.update(text_norm=g.norm().item(), text_norm_per_step=g.norm(dim=(0, 2)).tolist(),
-                           text_gain=gain, text_scale=scale, text_entropy=ent, text_max_prob=pmax, vocab=system.backbones[0].config.vocab_size,
+                           text_gain=gain, text_scale=scale, text_entropy=ent, text_max_prob=pmax,
+                           vocab=system.backbones[0].config.vocab_size,
                            text_over={k: g.norm().item() / v for k, v in links.items()})
             rows.append(row)
             print("  " + _grad_line(row), flush=True)
@@ -247,11 +248,12 @@ def grad_table(rows, agents):
                   f"text skipped: {r['text_skipped']}")
             continue
         print(f"{head} {r['text_norm']:9.2e} " + " ".join(f"{r['text_over'][k]:12.2e}" for k in kinds) + f" {gains} "
-              f"{_g(r['text_gain'], 9)} {scales} {_g(r['text_scale'], 10)} {r['text_entropy']:9.2f} {r['text_max_prob']:6.2f}")
+              f"{_g(r['text_gain'], 9)} {scales} {_g(r['text_scale'], 10)} {r['text_entropy']:9.2f} "
+              f"{r['text_max_prob']:6.2f}")
     if rows and "vocab" in rows[0]:
-        print(f"{'':30} (H: agent 1's round-1 last-layer states; gain = |dCE/dH| / |dCE/dM|, scale = |M| / |H|, M: the messages made from H; a "
-              f"uniform distribution over the {rows[0]['vocab']:,}-token vocabulary has entropy "
-              f"{math.log(rows[0]['vocab']):.2f} nats)")
+        print(f"{'':30} (H: agent 1's round-1 last-layer states; gain = |dCE/dH| / |dCE/dM|, scale = |M| / |H|, "
+              f"M: the messages made from H; a uniform distribution over the {rows[0]['vocab']:,}-token vocabulary "
+              f"has entropy {math.log(rows[0]['vocab']):.2f} nats)")
 
 
 def temperatures(text):

@@ -88,15 +88,16 @@ def test_grad_probe_norms_equal_norms_by_hand():
         return torch.softmax(p.logits(h).float() / T, -1) @ E
 
     def grad_norm(feed, send):
-        """r=1: (|dCE/dH|, |dCE/dH| / |dCE/dM|, |M| / |H|), H = the planner's states under `feed`, M = its message send(H)."""
-        H = _states_by_hand(p, feed, *build_inputs(p, [system.prompt(0, q, 0) for q in qs], {}), m).requires_grad_(True)
+        """r=1: (|dCE/dH|, |dCE/dH| / |dCE/dM|, |M| / |H|); H: the planner's states under `feed`, M = send(H)."""
+        H = _states_by_hand(p, feed, *build_inputs(p, [system.prompt(0, q, 0) for q in qs], {}), m)
+        H.requires_grad_(True)
         M = send(H)
         loss = answer_ce(s, *build_inputs(s, [system.prompt(1, q, 0) for q in qs], {"from_planner": M}), answers, 64)
         gH, gM = torch.autograd.grad(loss, [H, M])
         return gH.norm().item(), gH.norm().item() / gM.norm().item(), M.norm().item() / H.norm().item()
 
     links = {"zero": (default["planner"], default["planner->solver"]),
-             "kaiming": (reinit(system.inner["planner"], "kaiming"), reinit(system.outer["planner->solver"], "kaiming")),
+             "kaiming": tuple(reinit(x, "kaiming") for x in (system.inner["planner"], system.outer["planner->solver"])),
              "trained": (system.inner["planner"], system.outer["planner->solver"])}
     for kind, (inner, outer) in links.items():
         got = rows[0]["links"][kind], rows[0]["link_gain"][kind], rows[0]["link_scale"][kind]
