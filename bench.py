@@ -10,8 +10,10 @@ in the same process on the same inputs. Absolute times mean something only for t
   4. one latent step (fast.py): eager HF forward vs static KV cache vs + CUDA graph vs + torch.compile, against the
      floor = the bytes of the weights a step reads / the memory bandwidth, sampled in turn with the step (a step
      faster than its floor is reported as a measurement error); each mode's error against float32.
-  5. the gradient probe (the paper's Theorem 4.1): the norm of d(answer CE)/d(agent 1's round-1 thoughts) through the
-     outer links vs through a text-like hand-over (softmax over the vocabulary, then the expected embedding).
+  5. the gradient probe (the paper's Theorem 4.1, gradprobe.py): the norm of d(answer CE)/d(agent 1's round-1
+     last-layer states) through links (zero-initialised, Kaiming-normal, and trained ones with --links) vs through
+     text hand-overs (softmax(logits / T) over the vocabulary, then the expected input embedding), and how confident
+     that distribution is.
 
     python bench.py                                   # CPU: SmolLM2 x2, parts 1-4 ~8-9 minutes on 2 cores
     python bench.py --sizes qwen2.5-1.5b,llama-3.2-1b --device cuda      # paper-sized random models, no weights
@@ -405,11 +407,11 @@ def main(argv=None):
         batches = a.step_batch if a.step_batch != "auto" else [1, 16] if cuda else [1]
         res["step"] = step_times(system, batches, modes.split(","))
     if "grad" not in skip:
-        print(f"gradient reaching agent 1's round-1 thoughts ({','.join(grad_system.agent_names)}, m={a.latent_steps}"
-              f", {a.questions} questions): outer links vs text-like hand-overs")
+        print(f"gradient reaching agent 1's round-1 last-layer states ({','.join(grad_system.agent_names)}, "
+              f"m={a.latent_steps}, {a.questions} questions): links vs text hand-overs")
         res["grad_agents"] = ",".join(grad_system.agent_names)
         res["grad"] = grad_probe(grad_system, QUESTIONS[:a.questions], ANSWERS[:a.questions], a.rounds,
-                                 a.latent_steps, a.grad_temperature)
+                                 a.latent_steps, a.grad_temperature, trained=bool(a.links))
     res["seconds"] = time.time() - t0
     os.makedirs(a.out, exist_ok=True)
     trainer.write_atomic(os.path.join(a.out, "bench.json"), json.dumps(res, indent=1))  # never half a report
