@@ -86,7 +86,7 @@ def test_every_row_of_a_batch_answers_as_it_does_alone(mode, monkeypatch):
     system = System(["tiny-llama", "tiny-qwen"])
     inputs = []  # what the final agent reads before it writes (per call: [B, T, d] and mask)
     answer = system.answer
-    monkeypatch.setattr(system, "answer", lambda i, e, m, gen: inputs.append((e, m)) or answer(i, e, m, gen))
+    monkeypatch.setattr(system, "answer", lambda i, e, m, *rest: inputs.append((e, m)) or answer(i, e, m, *rest))
     batch = system.run(QUESTIONS, mode, rounds=2, latent_steps=3, max_new_tokens=6)
     batch_inputs = inputs[-1]
     for b, q in enumerate(QUESTIONS):
@@ -142,9 +142,9 @@ def test_training_rolls_out_exactly_as_inference(monkeypatch):
         seen["train"] = (embeds, mask)
         return ce(bb, embeds, mask, *a, **k)
 
-    def infer_answer(i, embeds, mask, gen):  # the final agent's inputs at inference
+    def infer_answer(i, embeds, mask, *rest):  # the final agent's inputs at inference
         seen["infer"] = (embeds, mask)
-        return answer(i, embeds, mask, gen)
+        return answer(i, embeds, mask, *rest)
     monkeypatch.setattr(train_outer, "answer_ce", train_ce)
     monkeypatch.setattr(system, "answer", infer_answer)
     loss = train_outer.outer_loss(system, ROWS[:2], _args(rounds=3, latent_steps=4))
