@@ -30,7 +30,7 @@ elif command -v apt-get >/dev/null 2>&1; then
     if command -v bwrap >/dev/null 2>&1; then
       say "bubblewrap: installed with apt-get"
     else
-      say "bubblewrap: apt-get has it, but no bwrap is on PATH ($PATH): generated code will not run; their tests skip"
+      say "bubblewrap: apt-get has it, but no bwrap is on PATH: generated code will not run; their tests skip"
     fi
   else
     say "bubblewrap: apt-get could not install it: generated code will not run (code benchmarks score it as not run;"
