@@ -171,6 +171,8 @@ PLANTS = [
      "k = max(1, min(5, len(losses) // 4))", "k = max(1, min(5, len(losses) // 2))", "summary_and_progress"),
     ("T21", "trainer.py", "trained share printed as a fraction, not a percentage",
      "({100 * n_train / n_frozen:.2f}% of", "({n_train / n_frozen:.2f}% of", "summary_and_progress"),
+    ("T22", "trainer.py", "progress line shows the next step's lr (as before the fix)",
+     "lr {lr:.2e}", "lr {sched.get_last_lr()[0]:.2e}", "summary_and_progress"),
 ]
 
 

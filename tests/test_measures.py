@@ -482,7 +482,10 @@ def test_the_learning_rate_each_step_uses_is_the_schedule_by_hand(tmp_path, spy)
 
 def test_training_summary_and_progress_lines_print_the_figures_by_hand(tmp_path, capsys):
     """8 steps with losses 8, 7, ..., 1: k = max(1, min(5, 8 // 4)) = 2, first two 7.5000, last two 1.5000. 4 trained
-    weights of 1,000 frozen: 0.40% / 0.400%."""
+    weights of 1,000 frozen: 0.40% / 0.400%. A progress line shows the lr its step trained with (lr 0.1, warm-up 2,
+    8 steps): step 1 (index 0) 0.1 · 1/2 = 5.00e-02; step 4 (index 3) 0.1 · 0.5 (1 + cos(pi · 1/6)) = 0.1 · 0.933013
+    = 9.33e-02; step 8 (index 7) 0.1 · 0.5 (1 + cos(pi · 5/6)) = 0.1 · 0.066987 = 6.70e-03 (the next step's lr
+    would read 1.00e-01, 7.50e-02 and 0.00e+00)."""
     w = torch.nn.Parameter(torch.zeros(4, dtype=torch.float64))
     losses = iter([8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0])
     got = _train([w], lambda batch: 0 * w.sum() + next(losses), _args(tmp_path, warmup=2, steps=8, log_every=4))
@@ -491,7 +494,9 @@ def test_training_summary_and_progress_lines_print_the_figures_by_hand(tmp_path,
     assert "training 4 link parameters (0.40% of 1,000 frozen)" in out
     assert re.search(r"loss \(first -> last, mean of 2\) +7\.5000 -> 1\.5000\n", out)
     assert re.search(r"trainable parameters +4 \(0\.400% of frozen\)\n", out)
-    assert "step     1/8  loss 8.0000" in out and "step     4/8  loss 5.0000" in out and "step     8/8  loss 1.0000" in out
+    assert "step     1/8  loss 8.0000  lr 5.00e-02" in out
+    assert "step     4/8  loss 5.0000  lr 9.33e-02" in out
+    assert "step     8/8  loss 1.0000  lr 6.70e-03" in out
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
