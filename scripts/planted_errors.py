@@ -3,7 +3,7 @@ trainer.py's safeguards, one at a time, and check that tests/test_measures.py ca
 named tests run, the file is put back (also on Ctrl-C or kill -TERM). One line per planted error: caught (by which
 test) or MISSED.
 
-    TEST_THREADS=1 python scripts/planted_errors.py            # all of them (~15 minutes on 2 busy cores)
+    TEST_THREADS=1 python scripts/planted_errors.py            # all 72 (~7 minutes on 2 busy cores)
     TEST_THREADS=1 python scripts/planted_errors.py E1 T4      # some of them
 
 Never run it while someone else works in the same checkout: it edits evaluate.py, bench.py, gradprobe.py and
@@ -173,6 +173,21 @@ PLANTS = [
      "({100 * n_train / n_frozen:.2f}% of", "({n_train / n_frozen:.2f}% of", "summary_and_progress"),
     ("T22", "trainer.py", "progress line shows the next step's lr (as before the fix)",
      "lr {lr:.2e}", "lr {sched.get_last_lr()[0]:.2e}", "summary_and_progress"),
+    ("T23", "trainer.py", "a cut target gets an end token too",
+     "ids = [x[:max_tokens] if len(x) > max_tokens else x + [eos] for x in ids]",
+     "ids = [x[:max_tokens] + [eos] if len(x) > max_tokens else x + [eos] for x in ids]", "cut_target"),
+    ("T24", "trainer.py", "a target of exactly the budget is cut (loses its end token)",
+     "ids = [x[:max_tokens] if len(x) > max_tokens else x + [eos] for x in ids]",
+     "ids = [x[:max_tokens] if len(x) >= max_tokens else x + [eos] for x in ids]", "cut_target"),
+    ("T25", "trainer.py", "targets exactly at the budget reported as cut",
+     "long = sum(len(ids) > max_tokens for", "long = sum(len(ids) >= max_tokens for", "cut_target"),
+    ("T26", "trainer.py", "the padding after a target is supervised",
+     "[1] * min(len(x), L) + [0] * (L - len(x))", "[1] * L", "cut_target"),
+    ("T27", "trainer.py", "CPU target budget 256 instead of 160",
+     "args.max_target_tokens = 2048 if system.backbones[-1].device.type == \"cuda\" else 160",
+     "args.max_target_tokens = 2048 if system.backbones[-1].device.type == \"cuda\" else 256", "target_budget"),
+    ("T28", "trainer.py", "a checkpoint refused for non-finite weights no longer stops the run cleanly",
+     "            except CheckpointError as e:", "            except OSError as e:", "non_finite_weights"),
 ]
 
 

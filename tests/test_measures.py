@@ -518,6 +518,35 @@ def test_a_non_finite_loss_stops_before_it_touches_the_weights(tmp_path, capsys,
     assert (tmp_path / "latest").read_text() == "step-000002"
 
 
+def test_non_finite_weights_stop_the_run_and_the_last_good_checkpoint_stays(tmp_path, capsys):
+    """Step 3's loss is finite but leaves w = NaN: the checkpoint writer (links.save_tensors) refuses it, and the run
+    stops with exit 3 naming step 3; OUT/latest still names step 2, whose weights are the finite ones."""
+    from links import load_tensors, save_tensors
+
+    class Checked(Weights):
+        def save(self, path, extra):
+            save_tensors(path, {f"p{i}": p for i, p in enumerate(self.params)}, extra)
+
+    w = torch.nn.Parameter(torch.ones(2, dtype=torch.float64))
+    calls = []
+
+    def loss_fn(batch):
+        calls.append(1)
+        if len(calls) == 3:  # a finite loss that reaches no weight, after the weights went NaN
+            with torch.no_grad():
+                w.fill_(float("nan"))
+            return torch.tensor(1.0, requires_grad=True)
+        return 0.5 * w.sum()
+    with pytest.raises(SystemExit) as e:
+        trainer.train(SYSTEM, [w], loss_fn, ROWS, _args(tmp_path, steps=5, ckpt_every=1), Checked([w]))
+    assert e.value.code == 3 and len(calls) == 3
+    out = capsys.readouterr().out
+    assert "not finite (step 3); stopping" in out and "last good checkpoint" in out
+    assert (tmp_path / "latest").read_text() == "step-000002"
+    tensors, _ = load_tensors(str(tmp_path / "links"))
+    assert torch.isfinite(tensors["p0"]).all()
+
+
 def test_resume_restores_the_schedule_the_optimizer_the_batches_and_the_random_state(tmp_path, spy):
     """6 steps, lr 0.1, warm-up 2, seed 7, a checkpoint every 3 steps. The gradient changes each step (0.2 + 0.3 u,
     u a torch draw), so Adam's moments matter. Killed during step 4, resumed: steps 4-6 (indices 3..5) must see
@@ -610,3 +639,30 @@ def test_torchrun_averages_the_gradients_of_its_ranks(tmp_path):
         assert grads == pytest.approx([0.15, 0.2], abs=1e-12)
     adam = _state(tmp_path / "run", 1)["optimizer"]["state"]
     assert adam[0]["exp_avg"].item() == pytest.approx(0.015) and adam[1]["exp_avg"].item() == pytest.approx(0.02)
+
+
+def test_a_cut_target_gets_no_end_token_and_the_share_cut_is_reported(capsys):
+    """tiny-llama's byte-level tokenizer: one token a letter. Budget 4 tokens:
+    "ab"     (2): a b <eos> + padding      -> target mask 1 1 1 0 0
+    "abcdef" (6): longer, cut to a b c d, NO end token (padding after it is masked) -> 1 1 1 1 0
+    "abcd"   (4): not longer than 4, so it keeps its end token: a b c d <eos>       -> 1 1 1 1 1   (length L = 5)
+    Reported: 1 of 3 targets is longer than the budget, 33.3%."""
+    from model import load_backbone
+    bb = load_backbone("tiny-llama")
+    eos, (a, b, c, d) = bb.tokenizer.eos_token_id, bb.encode("abcd")
+    embeds, mask = torch.zeros(3, 2, bb.hidden_size), torch.ones(3, 2, dtype=torch.long)
+    full_embeds, full_mask, ids, tmask = trainer.append_targets(bb, embeds, mask, ["ab", "abcdef", "abcd"], 4)
+    assert ids.tolist() == [[a, b, eos, eos, eos], [a, b, c, d, eos], [a, b, c, d, eos]]
+    assert tmask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
+    assert full_mask.tolist() == [[1, 1] + m for m in tmask.tolist()] and full_embeds.shape == (3, 7, bb.hidden_size)
+    capsys.readouterr()
+    assert trainer.report_truncation(bb, ["ab", "abcdef", "abcd"], 4, "answers") == pytest.approx(1 / 3)
+    assert "answers: 1/3 targets (33.3%) are longer than --max-target-tokens 4" in capsys.readouterr().out
+
+
+def test_the_target_budget_is_160_tokens_on_a_cpu_and_2048_on_a_gpu():
+    system = lambda kind: types.SimpleNamespace(backbones=[types.SimpleNamespace(device=torch.device(kind))])
+    for kind, want in [("cpu", 160), ("cuda", 2048)]:
+        args = argparse.Namespace(max_target_tokens=None)
+        assert trainer.target_budget(args, system(kind)) == want and args.max_target_tokens == want
+    assert trainer.target_budget(argparse.Namespace(max_target_tokens=7), system("cuda")) == 7  # given: kept
