@@ -631,7 +631,13 @@ def test_torchrun_averages_the_gradients_of_its_ranks(tmp_path):
                    MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
         procs.append(subprocess.Popen([sys.executable, str(script), str(tmp_path / "run")], cwd=ROOT, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
-    outs = [p.communicate(timeout=300) for p in procs]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:  # a rank that failed leaves the other waiting for it: never leave it running
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     for p, (out, err) in zip(procs, outs):
         assert p.returncode == 0, err[-2000:]
     for out, _ in outs:
