@@ -293,6 +293,7 @@ def train(system, params, loss_fn, rows, args, weights=None):
                 dist.all_reduce(p.grad)
                 p.grad /= world
         torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)
+        lr = sched.get_last_lr()[0]  # the lr this step trains with (sched.step() moves on to the next step's)
         opt.step()
         sched.step()
         losses.append(loss.item())
@@ -300,7 +301,7 @@ def train(system, params, loss_fn, rows, args, weights=None):
         done = step + 1
         if done % args.log_every == 0 or done == args.steps or done == start + 1:
             rate = (done - start) / (time.time() - t0)
-            log(rank, f"step {done:5d}/{args.steps}  loss {losses[-1]:.4f}  lr {sched.get_last_lr()[0]:.2e}  "
+            log(rank, f"step {done:5d}/{args.steps}  loss {losses[-1]:.4f}  lr {lr:.2e}  "
                       f"{rate:.2f} steps/s  ETA {(args.steps - done) / rate:.0f} s")
         if rank == 0 and (done % args.ckpt_every == 0 or done == args.steps):
             try:
