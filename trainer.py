@@ -31,7 +31,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from agents import add_system_args, checked, count, positive_int, text
+from agents import add_system_args, checked, count, out_folder, positive_int, text
 from links import CheckpointError, read_meta, sha256_file
 from model import UserError
 
@@ -42,7 +42,7 @@ RUN_FILES = ("links", "adapter", "weights")  # what a run folder may hold beside
 
 
 BETAS, GRAD_CLIP, WARMUP = (0.9, 0.95), 1.0, 10  # AdamW betas, gradient-norm clip, warm-up steps (docs/method.md §9)
-positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+positive_float = checked(float, lambda v: v > 0, "a finite number > 0")  # checked() refuses nan and inf
 learning_rate = checked(float, lambda v: 0 < v < 1, "a learning rate in (0, 1)")
 
 
@@ -59,7 +59,7 @@ def add_args(p, steps, lr, batch):
     p.add_argument("--max-target-tokens", type=positive_int, default=None,
                    help="cut target texts to this many tokens (default: 160 on a CPU, 2048 on a GPU); a cut target "
                         "has no end token, so the model is never taught to stop where the cut falls")
-    p.add_argument("--out", default=None, help="run folder for checkpoints (default runs/<stage>)")
+    p.add_argument("--out", default=None, type=out_folder, help="run folder for checkpoints (default runs/<stage>)")
     p.add_argument("--ckpt-every", type=positive_int, default=20, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="delete the run in --out first and start afresh")
