@@ -157,6 +157,18 @@ def trained(tmp_path_factory):
     return str(run), str(rows)
 
 
+# Put before each row's arguments (a row's own --agents / --out win): should a check go missing, the CLI then runs
+# a few seconds of tiny work and exits 0, so its row fails fast, and writes nothing outside the row's folder.
+CHEAP = {"agents": ["--agents", "tiny-llama", "--max-new-tokens", "2", "--rounds", "1", "--latent-steps", "1"],
+         "evaluate": ["--agents", "tiny-llama", "--limit", "1", "--max-new-tokens", "2", "--out", "{tmp}/cheap"],
+         "bench": ["--agents", "tiny-llama", "--skip", "e2e,rollout,train,step,grad", "--out", "{tmp}/cheap"],
+         "train_inner": ["--agents", "tiny-llama", "--steps", "1", "--max-target-tokens", "8", "--out", "{tmp}/cheap"],
+         "train_outer": ["--agents", "tiny-llama", "--steps", "1", "--max-target-tokens", "8", "--eval-questions", "0",
+                         "--rounds", "1", "--latent-steps", "1", "--out", "{tmp}/cheap"],
+         "train_single": ["--agents", "tiny-llama", "--steps", "1", "--max-target-tokens", "8", "--out",
+                          "{tmp}/cheap"]}
+
+
 def call(cli, argv):
     """The exit code of CLI's main(argv), run in this process (a return value or SystemExit's code)."""
     try:
@@ -181,7 +193,8 @@ def setup(row, tmp_path, trained):
             os.makedirs(tmp_path / name, exist_ok=True)
         else:
             (tmp_path / name).write_bytes(content)
-    return [a.replace("{tmp}", str(tmp_path)).replace("{run}", run).replace("{rows}", trained[1]) for a in argv]
+    return [a.replace("{tmp}", str(tmp_path)).replace("{run}", run).replace("{rows}", trained[1])
+            for a in CHEAP[cli] + argv]
 
 
 def _id(row):
@@ -207,5 +220,5 @@ def test_the_untouched_run_resumes_and_its_links_load(tmp_path, trained, capsys)
     argv = setup(("train_outer", [*RUN, "--out", "{run}", "--resume", "--steps", "3"], "", {}), tmp_path, trained)
     assert call("train_outer", argv) == 0
     assert "resumed from step 2" in capsys.readouterr().out
-    assert call("agents", ["--agents", "tiny-llama,tiny-llama", "--links", argv[argv.index("--out") + 1] + "/links",
+    assert call("agents", ["--agents", "tiny-llama,tiny-llama", "--links", str(tmp_path / "run" / "links"),
                            "--max-new-tokens", "2", "--latent-steps", "1", "--rounds", "1"]) == 0
