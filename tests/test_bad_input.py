@@ -99,7 +99,7 @@ TABLE = [
     *float_rows("train_outer", ["--lr"]),
     *float_rows("train_single", ["--lora-alpha", "--lora-dropout"]),
     ("bench", ["--grad-temperature", "1,nan"], "--grad-temperature", {}),
-    ("bench", ["--grad-agents", "{tmp}/empty"], "config.json", {"empty/": b""}),
+    ("bench", ["--grad-agents", "{tmp}/empty"], "no config.json", {"empty/": b""}),
     ("bench", ["--step-modes", "nosuch"], "nosuch", {}),
     ("bench", ["--step-modes", "off,turbo"], "turbo", {}),
     # --search-docs: read and checked at parsing
@@ -110,7 +110,7 @@ TABLE = [
     ("evaluate", ["--search-docs", "{tmp}/docs.jsonl"], "UTF-8", {"docs.jsonl": b'{"text": "\xff"}\n'}),
     ("bench", ["--search-docs", "{tmp}/docs.jsonl"], "not JSON", {"docs.jsonl": b"{\n"}),
     # --agents: checked before any model loads
-    *[(cli, ["--agents", "{tmp}/empty"], "config.json", {"empty/": b""}) for cli in ["agents", "evaluate", "bench"]],
+    *[(cli, ["--agents", "{tmp}/empty"], "no config.json", {"empty/": b""}) for cli in ["agents", "evaluate", "bench"]],
     *[(cli, ["--agents", "tiny-llama,{tmp}/fake.gguf"], "start with 'GGUF'", {"fake.gguf": b"not a model\n"})
       for cli in ["agents", "train_inner", "train_outer", "train_single"]],
     # the files the benchmark loaders read from the user's path
@@ -123,7 +123,7 @@ TABLE = [
     *file_rows("evaluate", "--lcb-path", ["--benchmark", "livecodebench"], "l.json", b"", b'[{"a": ', b'["\xe9"]',
                b'[{"public_test_cases": "[]"}]', ["not JSON", "not JSON", "UTF-8", "question_content"]),
     ("evaluate", ["--benchmark", "livecodebench", "--lcb-path", "{tmp}/l.json"], "list", {"l.json": b'{"a": 1}'}),
-    ("evaluate", ["--benchmark", "bamboogle", "--bamboogle-path", "{tmp}/b.jsonl"], "line 2",
+    ("evaluate", ["--benchmark", "bamboogle", "--bamboogle-path", "{tmp}/b.jsonl"], "line 2 is a list, not a JSON",
      {"b.jsonl": b'{"question": "q", "answer": "a"}\n["q", "a"]\n'}),
     # --links: checked at parsing without any model: its files, both checksums, its tensors against its JSON
     *[(cli, ["--agents", "tiny-qwen,tiny-qwen", "--links", "{run}/links", *extra], "in its JSON but 64 -> 64",
