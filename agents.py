@@ -12,18 +12,20 @@ and in the last round the final agent decodes the answer. A pattern is just WHO 
 """
 import argparse
 import json
+import math
 import os
 import sys
+import tempfile
 import time
 
 import torch
 import torch.nn as nn
 
 from fast import MODES as FAST_MODES, add_argument as add_fast_argument, resolve_mode as resolve_fast
-from links import RecursiveLink, VARIANTS, load_links, read_link_meta, save_links
-from model import UserError, check_available, load_backbone, pad_left, pick_device, pick_dtype, slot
+from links import RecursiveLink, VARIANTS, check_link_file, load_links, read_link_meta, save_links
+from model import UserError, check_available, load_backbone, pad_left, pick_device, pick_dtype, resolve, slot
 from patterns import PRESETS, TOPOLOGIES, base_role, expand_agents, role_of, slot_label, slot_name
-from tools import Search, answer_with_tools
+from tools import Search, answer_with_tools, read_docs
 
 # Paper B.3: a final answer cut at its token budget gets this line appended, and the model writes a short ending
 # after it (System.answer), so a long solution still states an answer instead of scoring as "no answer".
@@ -89,7 +91,10 @@ class System(nn.Module):
         if variant not in VARIANTS:
             raise UserError(f"unknown link variant '{variant}'; use one of {', '.join(VARIANTS)}")
         self.agent_names, self.pattern, self.variant = list(agents), pattern, variant
-        self.search = Search(search_docs) if search_docs else None  # the tool-caller's local document collection
+        try:
+            self.search = Search(search_docs) if search_docs else None  # the tool-caller's local document collection
+        except ValueError as e:
+            raise UserError(f"--search-docs: {e}") from None
         self.tool_timeout = tool_timeout
         self.topology = TOPOLOGIES[pattern](len(agents))
         self.roles = self.topology.roles
@@ -304,13 +309,14 @@ class Parser(argparse.ArgumentParser):
 
 
 def checked(kind, ok, what):
-    """An argparse type: convert with `kind`, accept when ok(value), else a one-line error saying what is wanted."""
+    """An argparse type: convert with `kind`, accept when ok(value), else a one-line error saying what is wanted.
+    A float that is not finite (nan, inf) is never accepted, whatever ok() says."""
     def parse(text):
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"'{text}' is not {what}") from None
-        if not ok(value):
+        if (isinstance(value, float) and not math.isfinite(value)) or not ok(value):
             raise argparse.ArgumentTypeError(f"{text} is not {what}")
         return value
     parse.__name__ = what  # argparse names the type in its message
@@ -336,20 +342,77 @@ def text(s):
     return s
 
 
+def agent_names(s):
+    """--agents: valid UTF-8, and every name resolvable (an alias, a hub id, a model folder, a .gguf file, a preset)
+    before anything loads (model.resolve: a folder without config.json, a file that is not GGUF, ...)."""
+    text(s)
+    try:
+        for name in expand_agents(s, "sequential")[0]:
+            resolve(name)
+    except UserError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s
+
+
 def existing_file(path):
     if not os.path.isfile(path):
         raise argparse.ArgumentTypeError(f"file '{path}' not found")
     return path
 
 
+def search_docs(path):
+    """--search-docs: a JSONL file of {title, text} passages, read and checked at parsing (tools.read_docs)."""
+    existing_file(path)
+    try:
+        read_docs(path)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
+
+
+def link_checkpoint(path):
+    """--links: a link checkpoint (path without .safetensors/.json), checked at parsing without any model: both
+    files, their checksums, and its tensors against its JSON (links.check_link_file)."""
+    try:
+        check_link_file(path)
+    except (FileNotFoundError, ValueError) as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return path
+
+
+def out_folder(path):
+    """--out: a folder that is there or can be made, and written to; checked at parsing, before any work, so a run
+    never measures or trains for minutes and then fails to save. Nothing is left behind (a probe file comes and
+    goes)."""
+    if not path or not path.strip():
+        raise argparse.ArgumentTypeError("is empty; pass a folder, e.g. --out runs/mine")
+    if os.path.exists(path) and not os.path.isdir(path):
+        raise argparse.ArgumentTypeError(f"'{path}' is a file; --out needs a folder: pass another --out")
+    there = os.path.abspath(path)
+    while not os.path.exists(there):  # the nearest part of the path that exists: the folder would be made in it
+        there = os.path.dirname(there)
+    if not os.path.isdir(there):
+        raise argparse.ArgumentTypeError(f"'{path}' cannot be made: '{there}' is a file, not a folder; "
+                                         f"pass another --out")
+    try:  # access() says yes to root even where nothing can be written (/proc, a read-only mount): try it
+        fd, probe = tempfile.mkstemp(dir=there, prefix=".tmp-probe-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise argparse.ArgumentTypeError(f"'{path}' is not writable ('{there}': {e.strerror}); pass a folder you "
+                                         f"can write to") from None
+    return path
+
+
 def add_system_args(p, agents="smollm,smollm"):
     """The options that describe a System, shared by every script (agents, evaluate, training, bench)."""
-    p.add_argument("--agents", default=agents, type=text,
+    p.add_argument("--agents", default=agents, type=agent_names,
                    help=f"comma-separated aliases, hub ids, folders or .gguf files; or a preset: {', '.join(PRESETS)}")
     p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES), help="who feeds whom")
     p.add_argument("--link-variant", default="2layer_ln_res", choices=list(VARIANTS), help="RecursiveLink form")
-    p.add_argument("--links", default=None, help="link checkpoint (path without .safetensors/.json); default untrained")
-    p.add_argument("--search-docs", default=None, type=existing_file,
+    p.add_argument("--links", default=None, type=link_checkpoint,
+                   help="link checkpoint (path without .safetensors/.json); default untrained")
+    p.add_argument("--search-docs", default=None, type=search_docs,
                    help="JSONL of {title, text} passages for the deliberation pattern's <search> tool")
     p.add_argument("--tool-timeout", type=seconds, default=10.0, help="seconds per <python> tool call")
     p.add_argument("--device", default="auto", type=device, help="auto: cuda when torch sees one, else cpu")

@@ -33,8 +33,8 @@ import torch
 
 import fast
 import trainer
-from agents import (Parser, add_system_args, build_inputs, checked, positive_int, rollout, rollout_recompute,
-                    system_from_args)
+from agents import (Parser, add_system_args, agent_names, build_inputs, checked, out_folder, positive_int,
+                    rollout, rollout_recompute, system_from_args)
 from gradprobe import grad_probe, grad_table, temperatures
 from model import SYNTHETIC, Backbone, EagerDecoder, UserError
 from train_outer import outer_loss
@@ -75,6 +75,19 @@ def parts(text):
     if unknown := sorted(names - set(PARTS)):
         raise argparse.ArgumentTypeError(f"unknown part '{unknown[0]}'; use some of {','.join(PARTS)}")
     return names
+
+
+STEP_MODES = ("off", "static", "graph", "compile")  # fast.py's modes a one-step timing can run
+
+
+def step_modes(text):
+    """--step-modes 'off,static' -> 'off,static' (or 'auto'); only modes fast.py has."""
+    if text == "auto":
+        return text
+    names = [x.strip() for x in text.split(",")]
+    if unknown := [x for x in names if x not in STEP_MODES]:
+        raise argparse.ArgumentTypeError(f"unknown mode '{unknown[0]}'; use auto or some of {','.join(STEP_MODES)}")
+    return ",".join(names)
 
 
 def sync(device):
@@ -362,15 +375,15 @@ def main(argv=None):
                         "minutes there); no limit on CUDA")
     p.add_argument("--step-batch", default="auto", type=lambda t: t if t == "auto" else counts(t),
                    help="batch sizes for part 4; auto = 1 on a CPU, 1,16 on CUDA")
-    p.add_argument("--step-modes", default="auto",
+    p.add_argument("--step-modes", default="auto", type=step_modes,
                    help="fast.py modes to time, e.g. off,static,graph,compile; auto = off,static on a CPU (compile "
                         "takes minutes there), off,static,graph,compile on CUDA")
-    p.add_argument("--grad-agents", default=None,
+    p.add_argument("--grad-agents", default=None, type=agent_names,
                    help="agents for part 5 (default: --agents); the text hand-over needs one vocabulary")
     p.add_argument("--grad-temperature", default="1", type=temperatures,
                    help="softmax temperatures of the text hand-over in part 5, e.g. 1,0.1")
     p.add_argument("--skip", default="", type=parts, help=f"comma-separated parts to skip: {','.join(PARTS)}")
-    p.add_argument("--out", default="runs/bench", help="folder for bench.json and the plot")
+    p.add_argument("--out", default="runs/bench", type=out_folder, help="folder for bench.json and the plot")
     a = p.parse_args(argv)
     skip = a.skip
     try:

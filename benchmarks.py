@@ -36,10 +36,40 @@ BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "aime26", "amc23", "medqa"
               "humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench", "hotpotqa", "bamboogle"]
 
 
-def _jsonl(path):
+def _jsonl(path, fields=()):
+    """The rows of a JSONL file (.gz too), each an object with `fields`; a UserError with one line naming the file,
+    the line and the fix when the file is empty, not UTF-8, not JSON, or a row is not an object or lacks a field."""
     opener = gzip.open if path.endswith(".gz") else open
-    with opener(path, "rt") as f:
-        return [json.loads(l) for l in f if l.strip()]
+    try:
+        with opener(path, "rt", encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); pass a UTF-8 JSONL file") from None
+    except (OSError, EOFError, zlib.error) as e:  # gzip: not a gzip file, or cut short
+        raise UserError(f"{path}: cannot be read ({e}); pass an intact file") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {n} is not JSON ({e.msg}); pass a JSONL file, one object a line") from None
+    return _checked_rows(rows, path, fields, "line", 1)
+
+
+def _checked_rows(rows, path, fields, unit="row", first=0):
+    """rows, each an object holding every one of `fields`; else a one-line UserError naming the file and the row."""
+    if not rows:
+        raise UserError(f"{path}: the file holds no rows; pass the benchmark's file")
+    for n, r in enumerate(rows, first):
+        if not isinstance(r, dict):
+            raise UserError(f"{path}: {unit} {n} is a {type(r).__name__}, not a JSON object; pass the benchmark's file")
+        missing = [k for k in fields if k not in r]
+        if missing:
+            raise UserError(f"{path}: {unit} {n} has no '{missing[0]}' field (each row needs "
+                            f"{', '.join(fields)}); pass the benchmark's file")
+    return rows
 
 
 def _options(opts):
@@ -85,7 +115,21 @@ def lcb_tests(field, qid):
 
 def load_lcb(path):
     out = []
-    rows = json.load(open(path)) if path.endswith(".json") else _jsonl(path)
+    if path.endswith(".json"):
+        try:
+            with open(path, encoding="utf-8") as f:
+                rows = json.load(f)
+        except UnicodeDecodeError as e:
+            raise UserError(f"{path}: not UTF-8 text (byte {e.start}); pass a UTF-8 JSON file") from None
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: not JSON ({e.msg}, line {e.lineno}); pass LiveCodeBench's JSON or "
+                            f"JSONL") from None
+        if not isinstance(rows, list):
+            raise UserError(f"{path}: holds a {type(rows).__name__}, not a list of rows; pass LiveCodeBench's JSON "
+                            f"list or JSONL")
+        rows = _checked_rows(rows, path, ("question_content",))
+    else:
+        rows = _jsonl(path, ("question_content",))
     for r in rows:
         qid = r.get("question_id", len(out))
         meta = r.get("metadata") or {}
@@ -220,12 +264,12 @@ def _plus_tests(test):
 def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
     if name == "gsm8k":
         return [dict(id=i, question=r["question"], gold=r["answer"].rsplit("####", 1)[1].strip().replace(",", ""),
-                     kind="math") for i, r in enumerate(_jsonl(f"{D}/gsm8k/test.jsonl"))]
+                     kind="math") for i, r in enumerate(_jsonl(f"{D}/gsm8k/test.jsonl", ("question", "answer")))]
     if name in ("math500", "aime24", "aime25", "aime26", "amc23"):
         return [dict(id=r.get("unique_id", r.get("id", i)), question=r["problem"], gold=str(r["answer"]), kind="math")
-                for i, r in enumerate(_jsonl(f"{D}/{name}/test.jsonl"))]
+                for i, r in enumerate(_jsonl(f"{D}/{name}/test.jsonl", ("problem", "answer")))]
     if name == "medqa":
-        rows = _jsonl(f"{D}/medqa/test.jsonl")
+        rows = _jsonl(f"{D}/medqa/test.jsonl", ("question", "options", "answer_idx"))
         out = []
         for i, r in enumerate(rows):
             opts = r["options"] if isinstance(r["options"], dict) else ast.literal_eval(r["options"])
@@ -234,7 +278,7 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
         return out
     if name == "arc_challenge":
         out = []
-        for r in _jsonl(f"{D}/arc_challenge/ARC-Challenge-Test.jsonl"):
+        for r in _jsonl(f"{D}/arc_challenge/ARC-Challenge-Test.jsonl", ("id", "question", "choices", "answerKey")):
             ch = r["choices"] if isinstance(r["choices"], dict) else ast.literal_eval(r["choices"])
             labels = ch["label"]
             if labels[0].isdigit():  # a few rows use 1-4: map to letters
@@ -246,18 +290,18 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
                             gold=gold, kind="choice", letters="".join(labels)))
         return out
     if name == "gpqa_diamond":  # never shipped: read from the user's path
-        return [dict(id=i, question=r["question"], gold=r["answer"].strip(), kind="choice", letters="ABCD")
-                for i, r in enumerate(_jsonl(user_path(name, gpqa_path)))]
+        return [dict(id=i, question=r["question"], gold=str(r["answer"]).strip(), kind="choice", letters="ABCD")
+                for i, r in enumerate(_jsonl(user_path(name, gpqa_path), ("question", "answer")))]
     if name in ("humaneval", "humanevalplus"):  # HumanEval+: the same prompts, the plus tests in check()
         path = f"{D}/humaneval/HumanEval.jsonl.gz" if name == "humaneval" else \
             f"{D}/humanevalplus/HumanEvalPlus-OriginFmt.jsonl.gz"
         return [dict(id=r["task_id"], question=f"Complete this Python function.\n\n```python\n{r['prompt']}```",
                      gold=r["canonical_solution"], kind="code", prompt=r["prompt"], entry_point=r["entry_point"],
                      tests=f"{_plus_tests(r['test'])}\ncheck({r['entry_point']})\n")
-                for r in _jsonl(path)]
+                for r in _jsonl(path, ("task_id", "prompt", "canonical_solution", "entry_point", "test"))]
     if name == "mbpp":  # the standard test split: task ids 11-510
         out = []
-        for r in _jsonl(f"{D}/mbpp/mbpp.jsonl"):
+        for r in _jsonl(f"{D}/mbpp/mbpp.jsonl", ("task_id", "text", "code", "test_list")):
             if not 11 <= int(r["task_id"]) <= 510:
                 continue
             tests = r["test_list"] if isinstance(r["test_list"], list) else ast.literal_eval(r["test_list"])
@@ -268,15 +312,16 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
     if name == "mbppplus":  # MBPP+: `test` holds the base + plus inputs, expected outputs and atol, as assertions
         return [dict(id=r["task_id"], question=f"{r['prompt']}\nYour code should pass this test:\n{r['test_list'][0]}",
                      gold=r["code"], kind="code", prompt="", tests="\n".join(r["test_imports"]) + "\n" + _plus_tests(r["test"]))
-                for r in _jsonl(f"{D}/mbppplus/MbppPlus-OriginFmt.jsonl.gz")]
+                for r in _jsonl(f"{D}/mbppplus/MbppPlus-OriginFmt.jsonl.gz",
+                                    ("task_id", "prompt", "code", "test_list", "test_imports", "test"))]
     if name == "livecodebench":
         return load_lcb(user_path(name, lcb_path))
     if name == "hotpotqa":
         with open(f"{D}/hotpotqa/hotpot_dev_v1_simplified.json") as f:
             return [dict(id=i, question=r["question"], gold=r["answer"], kind="qa") for i, r in enumerate(json.load(f))]
     if name == "bamboogle":  # not shipped (no licence): the user's JSONL of {question, answer}
-        return [dict(id=i, question=r["question"], gold=r["answer"].strip(), kind="qa")
-                for i, r in enumerate(_jsonl(user_path(name, bamboogle_path)))]
+        return [dict(id=i, question=r["question"], gold=str(r["answer"]).strip(), kind="qa")
+                for i, r in enumerate(_jsonl(user_path(name, bamboogle_path), ("question", "answer")))]
     raise UserError(f"unknown benchmark '{name}'; use one of {', '.join(BENCHMARKS)}")
 
 

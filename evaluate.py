@@ -25,8 +25,8 @@ import sys
 import torch
 from tqdm import tqdm
 
-from agents import (Parser, add_loop_args, add_system_args, checked, expand_agents, new_tokens, positive_int, seconds,
-                    system_from_args, temperature, top_p)
+from agents import (Parser, add_loop_args, add_system_args, checked, expand_agents, new_tokens, out_folder,
+                    positive_int, seconds, system_from_args, temperature, top_p)
 from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
 from model import UserError, load_backbone, pick_device, pick_dtype
 
@@ -347,7 +347,7 @@ def parse(argv):
                    help="UNSAFE: where no sandbox (bubblewrap) is available, run generated code anyway, unisolated")
     p.add_argument("--judge", default=None, help="a model that judges QA answers yes/no (default: exact match)")
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--out", default="runs/eval", help="folder of the run files")
+    p.add_argument("--out", default="runs/eval", type=out_folder, help="folder of the run files")
     p.add_argument("--resume", action="store_true", help="continue the run file, skipping questions already in it")
     p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--plot", action="store_true", help="--compare: also write OUT/<benchmark>-compare.png")

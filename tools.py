@@ -26,12 +26,41 @@ def _words(s):
     return re.findall(r"[a-z0-9]+", s.lower())
 
 
+def read_docs(path):
+    """The passages of a JSONL file, one {"title", "text"} object a line (title optional, both strings).
+    ValueError with one line naming the file, the line and the fix when it is not that."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"'{path}' is not UTF-8 text (byte {e.start}); pass a UTF-8 JSONL file of "
+                         f"{{\"title\", \"text\"}} passages") from None
+    except OSError as e:
+        raise ValueError(f"cannot read '{path}' ({e.strerror}); pass a readable JSONL file") from None
+    docs = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            doc = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"'{path}' line {n} is not JSON ({e.msg}); each line must be one "
+                             f"{{\"title\", \"text\"}} object") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("text"), str) \
+                or not isinstance(doc.get("title", ""), str):
+            raise ValueError(f"'{path}' line {n} is not a {{\"title\", \"text\"}} object with string values "
+                             f"(got {type(doc).__name__}); fix that line")
+        docs.append(doc)
+    if not docs:
+        raise ValueError(f"'{path}' holds no passages; pass a JSONL file of {{\"title\", \"text\"}} objects")
+    return docs
+
+
 class Search:
-    """BM25 over a JSONL file of passages."""
+    """BM25 over a JSONL file of passages (read_docs)."""
 
     def __init__(self, path, k1=1.5, b=0.75):
-        with open(path) as f:
-            self.docs = [json.loads(l) for l in f if l.strip()]
+        self.docs = read_docs(path)
         self.toks = [_words(d.get("title", "") + " " + d.get("text", "")) for d in self.docs]
         self.df = Counter(w for t in self.toks for w in set(t))
         self.avg = sum(map(len, self.toks)) / max(1, len(self.toks))

@@ -20,7 +20,7 @@ import sys
 import torch
 
 import trainer
-from agents import Parser, System, build_inputs, expand_agents
+from agents import Parser, System, build_inputs, checked, expand_agents
 from rows import DataError, load_rows
 from links import CheckpointError, load_tensors, read_meta, save_tensors
 from model import Backbone, UserError, pick_device, pick_dtype
@@ -174,11 +174,7 @@ def single_loss(system, tuned, rows, max_tokens):
     return answer_ce(bb, embeds, mask, [r["answer"] for r in rows], max_tokens)
 
 
-def _dropout(text):
-    v = float(text)
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text}")
-    return v
+_dropout = checked(float, lambda v: 0 <= v < 1, "a dropout in [0, 1)")
 
 
 def _targets(text):

@@ -11,6 +11,8 @@ A run folder looks like (NAME: links, adapter or weights):
     OUT/NAME.safetensors, OUT/NAME.json   the newest weights (what agents.py / evaluate.py --links OUT/links load)
     OUT/step-000040/                      NAME.* + state.pt (optimizer, schedule, losses) + run.json (step, args)
     OUT/latest                            the name of the newest step folder
+Every file of a checkpoint is under a checksum: NAME.json holds the sha256 of NAME.safetensors, of state.pt and of
+run.json, and its own (links.py); --resume checks them all before any model loads and refuses a mismatch.
 Batches and the random state (dropout) are a pure function of (seed, step), so a resumed run computes what an
 uninterrupted one does. Nothing is lost: a non-empty OUT needs --resume or --overwrite; OUT is checked writable before
 the first step; every checkpoint is written to a .tmp- name and renamed (stale ones are removed at start); a resume
@@ -29,8 +31,8 @@ import time
 import torch
 import torch.distributed as dist
 
-from agents import add_system_args, checked, count, positive_int, text
-from links import CheckpointError
+from agents import add_system_args, checked, count, out_folder, positive_int, text
+from links import CheckpointError, read_meta, sha256_file
 from model import UserError
 
 # Settings that decide WHAT is trained: a --resume must not change them (the rest may change, with a note).
@@ -40,7 +42,7 @@ RUN_FILES = ("links", "adapter", "weights")  # what a run folder may hold beside
 
 
 BETAS, GRAD_CLIP, WARMUP = (0.9, 0.95), 1.0, 10  # AdamW betas, gradient-norm clip, warm-up steps (docs/method.md §9)
-positive_float = checked(float, lambda v: math.isfinite(v) and v > 0, "a finite number > 0")
+positive_float = checked(float, lambda v: v > 0, "a finite number > 0")  # checked() refuses nan and inf
 learning_rate = checked(float, lambda v: 0 < v < 1, "a learning rate in (0, 1)")
 
 
@@ -57,7 +59,7 @@ def add_args(p, steps, lr, batch):
     p.add_argument("--max-target-tokens", type=positive_int, default=None,
                    help="cut target texts to this many tokens (default: 160 on a CPU, 2048 on a GPU); a cut target "
                         "has no end token, so the model is never taught to stop where the cut falls")
-    p.add_argument("--out", default=None, help="run folder for checkpoints (default runs/<stage>)")
+    p.add_argument("--out", default=None, type=out_folder, help="run folder for checkpoints (default runs/<stage>)")
     p.add_argument("--ckpt-every", type=positive_int, default=20, help="checkpoint every N steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in --out")
     p.add_argument("--overwrite", action="store_true", help="delete the run in --out first and start afresh")
@@ -117,17 +119,64 @@ def _simple_args(args):
             if not k.startswith("_") and isinstance(v, (int, float, str, bool, type(None)))}
 
 
-def _checkpoint_args(out):
-    """The args stored with the checkpoint OUT/latest names, or None when there is none."""
+CHECKED_FILES = ("state.pt", "run.json")  # a step folder's files besides NAME.*, whose sha256 NAME.json holds
+
+
+def checkpoint_folder(out):
+    """The step folder OUT/latest names, every file in it checked against its checksum (NAME.json's own, the tensor
+    file's, state.pt's and run.json's); None when OUT has no 'latest'. UserError with one line otherwise.
+    A step folder written before state.pt and run.json had checksums (no "files" in NAME.json) is accepted with
+    what it has: its tensor file and JSON are still checked."""
     latest = os.path.join(out, "latest")
     if not os.path.exists(latest):
         return None
-    run = os.path.join(out, open(latest).read().strip(), "run.json")
     try:
-        with open(run) as f:
-            return json.load(f)["args"]
-    except (OSError, ValueError, KeyError) as e:
-        raise UserError(f"--resume: cannot read '{run}' ({e}); the checkpoint is incomplete") from None
+        with open(latest, encoding="utf-8") as f:
+            name = f.read().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise UserError(f"--resume: cannot read '{latest}' ({e}); start again with --overwrite") from None
+    folder = os.path.join(out, name)
+    if not name.startswith("step-") or "/" in name or not os.path.isdir(folder):
+        raise UserError(f"--resume: '{latest}' names '{name}', which is not a step folder in '{out}'; "
+                        f"the run is incomplete: start again with --overwrite")
+    weights = [n for n in RUN_FILES if os.path.exists(os.path.join(folder, n + ".json"))]
+    if not weights:
+        raise UserError(f"--resume: '{folder}' holds no {'/'.join(RUN_FILES)}.json; the checkpoint is incomplete: "
+                        f"start again with --overwrite")
+    path = os.path.join(folder, weights[0])
+    try:
+        info = read_meta(path)
+        if sha256_file(path + ".safetensors") != info["sha256"]:
+            raise CheckpointError(f"checkpoint '{path}.safetensors' does not match the sha256 in {path}.json: the "
+                                  f"file is corrupt or was not fully written")
+    except (FileNotFoundError, CheckpointError) as e:
+        raise UserError(f"--resume: {e}; start again with --overwrite") from None
+    files = info.get("files")
+    for f in CHECKED_FILES if files is not None else ():
+        p = os.path.join(folder, f)
+        if not os.path.isfile(p):
+            raise UserError(f"--resume: '{p}' is missing; the checkpoint is incomplete: start again with --overwrite")
+        if not isinstance(files, dict) or sha256_file(p) != files.get(f):
+            raise UserError(f"--resume: '{p}' does not match the sha256 in {path}.json: it is corrupt or was "
+                            f"changed; start again with --overwrite")
+    return folder
+
+
+def _checkpoint_run(out):
+    """The run.json ({step, args}) of the checkpoint OUT/latest names (checked: checkpoint_folder), or None."""
+    folder = checkpoint_folder(out)
+    if folder is None:
+        return None
+    run = os.path.join(folder, "run.json")
+    try:
+        with open(run, encoding="utf-8") as f:
+            saved = json.load(f)
+        if not isinstance(saved["args"], dict) or not isinstance(saved["step"], int):
+            raise ValueError("no args or step")
+        return saved
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise UserError(f"--resume: cannot read '{run}' ({e}); the checkpoint is incomplete: start again with "
+                        f"--overwrite") from None
 
 
 def _remove(path):
@@ -172,10 +221,14 @@ def prepare_out(args):
             raise UserError(f"--out '{out}' already holds a run; continue it with --resume, replace it with "
                             f"--overwrite, or pick another --out")
     if resume:
-        saved = _checkpoint_args(out)
-        if saved is None:
+        run = _checkpoint_run(out)
+        if run is None:
             raise UserError(f"--resume: no checkpoint in '{out}' (no '{os.path.join(out, 'latest')}'); "
                             f"start without --resume")
+        saved = run["args"]
+        if getattr(args, "steps", None) is not None and args.steps < run["step"]:
+            raise UserError(f"--resume: the run in '{out}' has done {run['step']} steps already, more than --steps "
+                            f"{args.steps}; pass --steps {run['step']} or more (the total, not the steps to add)")
         now = _simple_args(args)
         changed = [k for k in TRAINED_BY if saved.get(k) != now.get(k) and (k in saved or k in now)]
         if changed:
@@ -206,11 +259,13 @@ def save_checkpoint(out, weights, opt, sched, step, losses, args):
     first and its JSON (holding the tensor file's checksum) last; then older step folders are pruned."""
     name, extra = f"step-{step:06d}", dict(step=step, stage=args.stage, args=_simple_args(args))
     tmp = tempfile.mkdtemp(dir=out, prefix=".tmp-")
-    weights.save(os.path.join(tmp, weights.name), extra)
     torch.save(dict(optimizer=opt.state_dict(), scheduler=sched.state_dict(), step=step, losses=losses),
                os.path.join(tmp, "state.pt"))
     with open(os.path.join(tmp, "run.json"), "w") as f:
         json.dump(dict(step=step, args=_simple_args(args)), f, indent=1)
+    # the weights' JSON last: it holds the checksums of state.pt and run.json (and its own), so it vouches for all
+    extra["files"] = {f: sha256_file(os.path.join(tmp, f)) for f in CHECKED_FILES}
+    weights.save(os.path.join(tmp, weights.name), extra)
     if os.path.exists(os.path.join(out, name)):
         _remove(os.path.join(out, name))
     os.replace(tmp, os.path.join(out, name))
@@ -236,15 +291,21 @@ def write_atomic(path, text):
 
 
 def load_checkpoint(out, weights, opt, sched):
-    latest = os.path.join(out, "latest")
-    if not os.path.exists(latest):
-        raise UserError(f"--resume: no checkpoint in '{out}' (no '{latest}'); start without --resume")
-    folder = os.path.join(out, open(latest).read().strip())
+    folder = checkpoint_folder(out)  # every file checked against its checksum
+    if folder is None:
+        raise UserError(f"--resume: no checkpoint in '{out}' (no '{os.path.join(out, 'latest')}'); "
+                        f"start without --resume")
     weights.load(os.path.join(folder, weights.name))  # refuses corrupt weights / other agents with a clear message
-    state = torch.load(os.path.join(folder, "state.pt"), weights_only=True)
-    opt.load_state_dict(state["optimizer"])
-    sched.load_state_dict(state["scheduler"])
-    return state["step"], state["losses"]
+    path = os.path.join(folder, "state.pt")
+    try:  # a step folder from before state.pt had a checksum can still be cut short
+        state = torch.load(path, weights_only=True)
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        return state["step"], state["losses"]
+    except Exception as e:
+        first = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
+        raise UserError(f"--resume: cannot load '{path}' ({first}); it is corrupt or from another run: start "
+                        f"again with --overwrite") from None
 
 
 def peak_memory_gb(device):

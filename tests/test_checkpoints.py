@@ -11,7 +11,7 @@ import trainer
 import train_inner
 import train_outer
 from agents import System
-from links import CheckpointError, load_links, load_tensors, save_tensors
+from links import CheckpointError, json_digest, load_links, load_tensors, save_tensors
 
 ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": a} for q, a in [("2+2?", "4"), ("3+5?", "8")]]
 
@@ -81,8 +81,11 @@ def test_json_without_links_or_checksum_and_non_finite_tensors_are_refused(tmp_p
     path = str(tmp_path / "ck")
     pair.save_links(path)
     info = json.load(open(path + ".json"))
-    json.dump({k: v for k, v in info.items() if k != "links"}, open(path + ".json", "w"))
-    _refused(pair, path, "no 'links'")
+    no_links = {k: v for k, v in info.items() if k != "links"}
+    json.dump(no_links, open(path + ".json", "w"))
+    _refused(pair, path, "json_sha256")  # an edited JSON: its own checksum no longer matches
+    json.dump(dict(no_links, json_sha256=json_digest(no_links)), open(path + ".json", "w"))
+    _refused(pair, path, "no 'links'")  # whole, but not a link checkpoint (an adapter's JSON, say)
     json.dump({k: v for k, v in info.items() if k != "sha256"}, open(path + ".json", "w"))
     _refused(pair, path, "no sha256")
     open(path + ".json", "w").write('{"links": ')
@@ -230,3 +233,78 @@ def test_link_checkpoint_with_a_link_missing_from_its_tensors_is_refused(tmp_pat
     save_tensors(path, {k: v for k, v in tensors.items() if not k.startswith("inner.solver.")}, info)
     with pytest.raises(CheckpointError, match="inner.solver"):
         load_links(path, pair.named_links())
+
+
+# ---- every checkpoint file under a checksum --------------------------------------------------------------------
+
+def _other_agents(path, sizes=None, recompute=False):
+    """Edit a link JSON to name tiny-qwen x2 (and, with sizes, their hidden size for every link)."""
+    from links import json_digest
+    info = json.load(open(path + ".json"))
+    info.update(agents=["tiny-qwen", "tiny-qwen"], models=["tiny-qwen", "tiny-qwen"])
+    if sizes:
+        info["hidden_sizes"] = [sizes, sizes]
+        for link in info["links"].values():
+            link.update(d_in=sizes, d_out=sizes)
+    if recompute:
+        info["json_sha256"] = json_digest(info)
+    json.dump(info, open(path + ".json", "w"))
+
+
+def test_an_edited_link_json_is_refused(tmp_path):
+    path = str(tmp_path / "ck")
+    System(["tiny-llama", "tiny-llama"]).save_links(path)
+    _other_agents(path)  # names other agents; its checksum not recomputed
+    _refused(System(["tiny-qwen", "tiny-qwen"]), path, path + ".json", "json_sha256")
+
+
+def test_a_link_json_that_disagrees_with_its_tensors_is_one_line_even_with_its_checksum_recomputed(tmp_path):
+    """Sizes and checksum edited to fit tiny-qwen, tensors still tiny-llama's: a clean error, not torch's size
+    mismatch deep in load_state_dict."""
+    path = str(tmp_path / "ck")
+    System(["tiny-llama", "tiny-llama"]).save_links(path)
+    _other_agents(path, sizes=96, recompute=True)
+    _refused(System(["tiny-qwen", "tiny-qwen"]), path, path + ".safetensors", "is (64,)", "needs (96,)")
+
+
+def _flip(path):
+    blob = bytearray(open(path, "rb").read())
+    blob[len(blob) // 2] ^= 0x01
+    open(path, "wb").write(blob)
+
+
+@pytest.mark.parametrize("name", ["state.pt", "run.json", "links.json", "links.safetensors"])
+def test_one_flipped_byte_in_any_checkpoint_file_is_refused(tmp_path, solo, name):
+    _run(solo, _args(tmp_path, steps=4))
+    _flip(str(tmp_path / "step-000004" / name))
+    calls = []
+    with pytest.raises(model.UserError) as e:
+        _run(solo, _args(tmp_path, steps=6, resume=True), calls)
+    msg = str(e.value)
+    assert "\n" not in msg and name.split(".")[0] in msg and "--overwrite" in msg and calls == [], msg
+
+
+def test_a_resume_with_fewer_steps_than_done_is_refused(tmp_path, solo):
+    _run(solo, _args(tmp_path, steps=4))
+    with pytest.raises(model.UserError, match="has done 4 steps already.*--steps 4 or more"):
+        _run(solo, _args(tmp_path, steps=2, resume=True))
+
+
+def test_checkpoints_written_before_the_checksums_still_load_and_resume(tmp_path, solo):
+    """A link JSON without json_sha256 and a step folder without "files" (what earlier versions wrote) load."""
+    _run(solo, _args(tmp_path, steps=4))
+    for path in [tmp_path / "links.json", tmp_path / "step-000004" / "links.json"]:
+        info = json.load(open(path))
+        os.remove(path)  # OUT/links.json is a hard link to the step folder's
+        json.dump({k: v for k, v in info.items() if k not in ("json_sha256", "files")}, open(path, "w"))
+    solo.load_links(str(tmp_path / "links"))
+    state = tmp_path / "step-000004" / "state.pt"
+    whole = state.read_bytes()
+    state.write_bytes(whole[:len(whole) // 2])  # no checksum to catch it: torch.load's error, in one line
+    with pytest.raises(model.UserError, match="cannot load .*state.pt.*--overwrite") as e:
+        _run(solo, _args(tmp_path, steps=6, resume=True))
+    assert "\n" not in str(e.value)
+    state.write_bytes(whole)
+    _run(solo, _args(tmp_path, steps=6, resume=True))
+    assert (tmp_path / "latest").read_text() == "step-000006"
+    assert "files" in json.load(open(tmp_path / "links.json"))  # what it writes now has every checksum

@@ -168,11 +168,13 @@ def test_cli_wrong_size_checkpoint_names_both_sizes(tmp_path):
 
 def test_checkpoint_for_other_agents_of_same_size_is_refused(tmp_path):
     import json
+    from links import json_digest
     path = str(tmp_path / "ck")
     System(["tiny-llama", "tiny-llama"]).save_links(path)
     System(["tiny-llama", "tiny-llama"]).load_links(path)  # the matching system loads it
     info = json.load(open(path + ".json"))
     info["models"] = ["some-org/other-64", "some-org/other-64"]  # same sizes, other models
+    info["json_sha256"] = json_digest(info)  # as such a checkpoint holds (an edit alone is refused: test_checkpoints)
     json.dump(info, open(path + ".json", "w"))
     with pytest.raises(model.UserError, match="trained for agents"):
         System(["tiny-llama", "tiny-llama"]).load_links(path)

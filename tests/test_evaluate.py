@@ -51,10 +51,9 @@ def test_a_row_holds_question_texts_prediction_gold_and_rule(tmp_path, monkeypat
 
 
 def test_file_names_keep_methods_agents_and_links_apart(tmp_path):
+    from links import RecursiveLink, save_links
     ck = tmp_path / "outer"
-    ck.mkdir()
-    (ck / "links.safetensors").write_bytes(b"x")
-    (ck / "links.json").write_text("{}")
+    save_links(str(ck / "links"), {"inner.solver": RecursiveLink(64, 64)}, {})  # --links is checked at parsing
     stem = lambda *extra: evaluate.parse(["--agents", "smollm,tiny-qwen", "--limit", "1", "--out", "o", *extra])[2][0][1]
     untrained, trained = stem("--method", "latent"), stem("--method", "latent", "--links", str(ck / "links"))
     assert os.path.basename(untrained) == "gsm8k-latent-smollm+tiny-qwen-r2m8-links=untrained"
