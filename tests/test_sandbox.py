@@ -579,11 +579,11 @@ def test_the_memory_attacks_do_read_the_process_memory(attack):
 # Assert forms that cannot be split run in the sandbox (the fallback): on plain-data copies of what the solution
 # returned, with math, sys.exit and the builtins as they were before the program ran.
 FALLBACK_TESTS = ("import math, random\nfor _ in range(3):\n    x = random.random()\n"
-                  "    assert math.isclose(f(x), 2 * x)\n")
+                  "    assert f(x) == 2 * x or math.isclose(f(x), 2 * x)\n")
 FALLBACK_RIGHT = "def f(x):\n    return 2 * x\n"
 FALLBACK_ATTACKS = {
-    "always-equal object": ("class _E(float):\n    __eq__ = lambda s, o: True\n    __hash__ = lambda s: 0\n"
-                            "def f(x):\n    return _E(0)\n"),
+    "always-equal object": ("class _E:\n    __eq__ = lambda s, o: True\n    __hash__ = lambda s: 0\n"
+                            "def f(x):\n    return _E()\n"),
     "patched math.isclose": "import math\nmath.isclose = lambda *a, **k: True\ndef f(x):\n    return 0.0\n",
     "replaced math module": ("import sys, types\n_m = types.ModuleType('math')\n_m.isclose = lambda *a, **k: True\n"
                              "sys.modules['math'] = _m\ndef f(x):\n    return 0.0\n"),
@@ -620,16 +620,25 @@ def json_dumps(x):
 
 
 def test_split_counts_per_benchmark():
-    """Every assert of HumanEval and MBPP is split; the fallbacks of the + versions are listed (docs/guide.md)."""
+    """Every assert of MBPP is split; the fallbacks of the others are the items listed in docs/guide.md."""
     counts = {n: benchmarks.split_counts(n) for n in benchmarks.CODE_BENCHMARKS}
     for n, c in counts.items():
         print(f"{n}: {c['split']} split, {c['fallback']} fallback in {c['items_with_fallback']}/{c['items']} items",
-              sorted(c["forms"])[:20])
-    assert counts["humaneval"]["split"] > 1000 and counts["mbpp"]["split"] >= 1500
-    assert all(c["fallback"] <= SPLIT_FALLBACKS[n] for n, c in counts.items())
+              sorted(c["forms"]))
+    assert {n: set(c["forms"]) for n, c in counts.items()} == FALLBACK_ITEMS
+    assert {n: c["split"] for n, c in counts.items()} == SPLIT
+    assert {n: c["fallback"] for n, c in counts.items()} == FALLBACK
 
 
-SPLIT_FALLBACKS = {"humaneval": 99, "humanevalplus": 99, "mbpp": 99, "mbppplus": 99}
+# HumanEval/38, /50, /53: loops over random inputs; /151: an expected value the tests compute; HumanEval+ /14, /15,
+# /83, /100, /130, /139 and MBPP+ 88, 255, 630: a reference function of the tests; HumanEval+ /32: a helper of the
+# tests applied to the output
+FALLBACK_ITEMS = {"humaneval": {"HumanEval/38", "HumanEval/50", "HumanEval/53", "HumanEval/151"},
+                  "humanevalplus": {"HumanEval/14", "HumanEval/15", "HumanEval/32", "HumanEval/83", "HumanEval/100",
+                                    "HumanEval/130", "HumanEval/139"},
+                  "mbpp": set(), "mbppplus": {88, 255, 630}}
+SPLIT = {"humaneval": 1233, "humanevalplus": 121592, "mbpp": 1500, "mbppplus": 40293}
+FALLBACK = {"humaneval": 4, "humanevalplus": 2389, "mbpp": 0, "mbppplus": 341}
 
 
 def test_without_bubblewrap_code_is_not_run(monkeypatch):
