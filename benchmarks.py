@@ -10,6 +10,8 @@ Files not shipped with the repository are read from a path the user gives:
 import ast
 import base64
 import binascii
+import builtins
+import functools
 import gzip
 import json
 import os
@@ -17,7 +19,7 @@ import zlib
 
 import scoring
 from model import UserError
-from sandbox import run_tests
+from sandbox import Plan, plan_tests, run_tests
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D = os.path.join(HERE, "data")
@@ -148,9 +150,6 @@ LCB_HEADER = "from typing import *\nimport bisect, collections, functools, heapq
 
 LCB_HARNESS = r'''
 import io, json, sys
-def _same(a, b):  # line by line, trailing whitespace ignored
-    a, b = [l.rstrip() for l in a.strip().splitlines()], [l.rstrip() for l in b.strip().splitlines()]
-    return a == b
 def _stdin(inp):
     old, out = (sys.stdin, sys.stdout), io.StringIO()
     sys.stdin, sys.stdout = io.TextIOWrapper(io.BytesIO(inp.encode())), out
@@ -165,27 +164,24 @@ def _call(inp):
     ns = {"__name__": "solution"}
     exec(compile(CODE, "solution.py", "exec"), ns)
     fn = getattr(ns["Solution"](), FUNC) if "Solution" in ns else ns[FUNC]
-    got = fn(*[json.loads(line) for line in inp.split("\n") if line.strip()])
-    return list(got) if isinstance(got, tuple) else got
-def _case(i):
-    t = TESTS[i]
-    if t.get("testtype") == "functional":
-        got = _call(t["input"])
-        ok = got == json.loads(t["output"])
-    else:
-        got = _stdin(t["input"])
-        ok = _same(got, t["output"])
-    if not ok:
-        sys.exit(f"test {i} ({t.get('testtype', 'stdin')}) failed: got {str(got)[:200]!r}")
+    return fn(*[json.loads(line) for line in inp.split("\n") if line.strip()])
 '''
 
 
-def lcb_program(code, tests, func_name):
-    """The sandboxed test cases of a LiveCodeBench item against `code`: a setup (the answer's source and the harness)
-    and then one case per test, so each test gets its own time limit (sandbox.run_tests)."""
-    setup = (f"CODE = {LCB_HEADER + code!r}\nTESTS = {json.dumps(tests)!r}\nTESTS = __import__('json').loads(TESTS)\n"
-             f"FUNC = {func_name!r}\n{LCB_HARNESS}")
-    return [setup] + [f"_case({i})" for i in range(len(tests))]
+def lcb_plan(code, tests, func_name):
+    """A LiveCodeBench item's tests against `code`, as a sandbox.Plan: a setup (the answer's source and two helpers)
+    and then one part per test, each with its own time limit. The sandbox gets only the inputs and sends back what
+    the answer printed (stdin tests) or returned (functional tests); the comparison is made here: the printed text
+    line by line with surrounding whitespace ignored, the returned value as data (a tuple read as a list) equal to
+    the JSON output."""
+    steps = [["exec", f"CODE = {LCB_HEADER + code!r}\nFUNC = {func_name!r}\n{LCB_HARNESS}", None, True]]
+    checks = []
+    for t in tests:
+        functional = t.get("testtype") == "functional"
+        steps.append(["call", f"{'_call' if functional else '_stdin'}({t['input']!r})", None, True])
+        v = {"_v": ("step", len(steps) - 1)}
+        checks.append(["json", v, json.loads(t["output"])] if functional else ["lines", v, t["output"]])
+    return Plan(steps, checks, len(steps), split=len(tests))
 
 
 def _loop_size(node, sizes):
@@ -236,6 +232,31 @@ def test_cases(source):
                 out.append(ast.unparse(n))
     add(tree.body)
     return out
+
+
+@functools.lru_cache(maxsize=4096)  # a benchmark loaded twice in one process is split once
+def test_plan(source, reference=""):
+    """Assert-style tests -> a sandbox.Plan, derived once at load time: one time limit per top-level statement and
+    per EvalPlus input; each assert the ast split into (call, expected, comparison) has its call run in the sandbox
+    and its comparison made here; the rest are fallbacks (see split_counts). `reference`: the benchmark's own
+    solution, whose top-level functions named like a builtin (MBPP 126's `sum`) are the solution's in the tests."""
+    try:
+        shadow = {n.name for n in ast.parse(reference).body if isinstance(n, ast.FunctionDef)} & set(dir(builtins))
+    except SyntaxError:
+        shadow = set()
+    return plan_tests(source, per_statement=True, solution_names=shadow)
+
+
+CODE_BENCHMARKS = ("humaneval", "humanevalplus", "mbpp", "mbppplus")
+
+
+def split_counts(name):
+    """-> {asserts split, fallback asserts, items with a fallback, the fallback forms by item} for one of
+    CODE_BENCHMARKS: how much of its verdict is decided outside the code under test."""
+    items = load_benchmark(name)
+    forms = {it["id"]: it["plan"].fallback_forms for it in items if it["plan"].fallback}
+    return dict(split=sum(it["plan"].split for it in items), fallback=sum(it["plan"].fallback for it in items),
+                items=len(items), items_with_fallback=len(forms), forms=forms)
 
 
 # The EvalPlus tests compare floats with numpy.allclose; the sandbox refuses the native libraries numpy loads, so
@@ -292,6 +313,15 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
     if name == "gpqa_diamond":  # never shipped: read from the user's path
         return [dict(id=i, question=r["question"], gold=str(r["answer"]).strip(), kind="choice", letters="ABCD")
                 for i, r in enumerate(_jsonl(user_path(name, gpqa_path), ("question", "answer")))]
+    if name in CODE_BENCHMARKS:
+        items = _load_code(name)
+        for it in items:
+            it["plan"] = test_plan(it["tests"], it["gold"])
+        return items
+    return _load_other(name, gpqa_path, bamboogle_path, lcb_path)
+
+
+def _load_code(name):
     if name in ("humaneval", "humanevalplus"):  # HumanEval+: the same prompts, the plus tests in check()
         path = f"{D}/humaneval/HumanEval.jsonl.gz" if name == "humaneval" else \
             f"{D}/humanevalplus/HumanEvalPlus-OriginFmt.jsonl.gz"
@@ -314,6 +344,9 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
                      gold=r["code"], kind="code", prompt="", tests="\n".join(r["test_imports"]) + "\n" + _plus_tests(r["test"]))
                 for r in _jsonl(f"{D}/mbppplus/MbppPlus-OriginFmt.jsonl.gz",
                                     ("task_id", "prompt", "code", "test_list", "test_imports", "test"))]
+
+
+def _load_other(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
     if name == "livecodebench":
         return load_lcb(user_path(name, lcb_path))
     if name == "hotpotqa":
@@ -325,9 +358,10 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
     raise UserError(f"unknown benchmark '{name}'; use one of {', '.join(BENCHMARKS)}")
 
 
-def score(item, text, timeout=10.0, unsafe=False):
+def score(item, text, timeout=10.0, unsafe=False, hook=True):
     """-> (prediction, correct: bool, extra: dict); extra["rule"] names what decided, where the scorer says.
-    Code: `timeout` seconds for each test case (and for the program's own run)."""
+    Code: `timeout` seconds for each test case (and for the program's own run); `hook`: the sandbox's in-process
+    audit hook (the verdict does not depend on it)."""
     kind = item["kind"]
     if kind == "math":
         pred, ok, rule = scoring.judge_math(text, item["gold"])
@@ -341,18 +375,18 @@ def score(item, text, timeout=10.0, unsafe=False):
         return pred, em == 1.0, {"f1": f1, "rule": "exact match"}
     if kind == "lcb":
         code = scoring.extract_code(text)
-        # the answer runs inside the harness; a pass needs the harness's fresh token after the last test
-        res = run_tests("", lcb_program(code, item["tests"], item.get("func_name")), timeout=timeout, unsafe=unsafe)
+        # the sandbox sends back what the answer printed or returned; the verdict is made here
+        res = run_tests("", lcb_plan(code, item["tests"], item.get("func_name")), timeout=timeout, unsafe=unsafe,
+                        hook=hook)
         return code[-400:], res.passed, {"rule": f"{len(item['tests'])} tests", "timed_out": res.timed_out,
-                                         "executed": res.executed,
-                                         "error": (res.stderr.strip().splitlines() or [res.reason])[-1:]}
+                                         "executed": res.executed, "error": [res.detail or res.reason][:1]}
     code = scoring.extract_code(text)
     if item.get("entry_point") and f"def {item['entry_point']}" not in code:
         code = item["prompt"] + code  # a bare function body continues the prompt
-    # one time limit per test case; a pass needs the harness's fresh token
-    res = run_tests(code, test_cases(item["tests"]), timeout=timeout, unsafe=unsafe)
+    # one time limit per test case; the sandbox sends back the values, the comparisons are made here
+    res = run_tests(code, item.get("plan") or test_plan(item["tests"]), timeout=timeout, unsafe=unsafe, hook=hook)
     return code[-400:], res.passed, {"rule": "tests", "timed_out": res.timed_out, "executed": res.executed,
-                                     "error": (res.stderr.strip().splitlines() or [res.reason])[-1:]}
+                                     "error": [res.detail or res.reason][:1]}
 
 
 def judge_answer(backbone, question, gold, pred, max_new_tokens=4):

@@ -14,7 +14,9 @@ Strict scoring for the paper's benchmarks. What the model wrote must state its a
                           (0.0833333 is not 1/12), and never for two plain words (sympy: a product of letters)
            otherwise `none`; `no-answer` when nothing was stated. judge_math / judge_choice return the rule.
   choice   an explicitly stated letter ("The answer is (C)", "The answer is **(C)**", "Answer: $C$", \\boxed{C},
-           \\text{(C)}, or a line holding only the letter); unparseable = wrong (the released scorer defaults to "A").
+           \\text{(C)}, or a line holding only the letter); the first statement of a sentence counts, the last such
+           sentence wins ("The answer is D; it cannot be A or B" is D); a line opening with the letter ("D. It can't
+           be A or B") counts when nothing else states one; unparseable = wrong (the released scorer defaults to "A").
   qa       exact match and token F1 after SQuAD normalisation, on the boxed / "answer:" span or the first line.
   code     the last ```python block (or the whole text), run with the benchmark's tests in sandbox.py.
 """
@@ -262,14 +264,30 @@ CHOICE = [r"(?i:answer is)" + DECOR + r"([A-J])" + END,  # letters: capitals onl
           r"^\s*\**\(?([A-J])\)?\**[.:]?\s*$", r"(?i:option)\s*\(?([A-J])\)?\s*(?i:is correct)"]
 
 
+# a line that opens with the letter and goes on ("D. It can't be A or B", "**D)** because ..."): read only when no
+# other form states a letter anywhere, and only when every such line names the same letter (not a list of options)
+LEADING = re.compile(r"^[ \t>*#]*\**\(?([A-J])\)?(?:[.):]\**|\**[.):])[ \t]+\S", re.M)
+SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
 def extract_choice(text, letters="ABCD"):
-    """The stated letter, or None. The LAST explicit statement wins (models often restate their final choice)."""
+    """The stated letter, or None. Within one sentence the FIRST statement counts ("The answer is D; it cannot be A
+    or B" states D; the letters after it are mentions); across sentences the LAST one wins (models often restate or
+    correct their final choice)."""
     found = []
     for pat in CHOICE:
         for m in re.finditer(pat, text, re.M):
             found.append((m.start(1), m.group(1)))
     found = [f for f in found if f[1] in letters]
-    return max(found)[1] if found else None
+    if found:
+        ends = [m.start() for m in SENTENCE_END.finditer(text)]
+        sentence = lambda pos: sum(e < pos for e in ends)
+        first = {}
+        for pos, letter in sorted(found):
+            first.setdefault(sentence(pos), (pos, letter))
+        return max(first.values())[1]
+    leading = {m.group(1) for m in LEADING.finditer(text) if m.group(1) in letters}
+    return leading.pop() if len(leading) == 1 else None
 
 
 def judge_choice(text, gold, letters="ABCD"):

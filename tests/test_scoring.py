@@ -72,6 +72,29 @@ CHOICE_CASES = [
     ("The answer is Clearly (B)", "C", False),           # nor is a capitalised word
 ]
 
+# An answer line that states one letter and then mentions others is read as the stated letter: (text, stated letter)
+STATED_THEN_MENTIONED = [
+    ("The answer is D; it cannot be A or B", "D"),
+    ("The answer is (D); option A is correct only if the dose doubles", "D"),
+    ("Answer: D. It cannot be A or B.", "D"),
+    ("D. It can't be A or B", "D"),
+    ("D) It can't be A or B", "D"),
+    ("**D.** It can't be A or B", "D"),
+    ("D: it cannot be A or B", "D"),
+]
+
+
+@pytest.mark.parametrize("text,stated", STATED_THEN_MENTIONED)
+def test_a_stated_letter_is_not_overridden_by_letters_mentioned_after_it(text, stated):
+    assert extract_choice(text) == stated
+    for other in "ABC":
+        assert judge_choice(text, other) == (stated, False, "none")
+
+
+@pytest.mark.parametrize("text", ["A. Paris\nB. London\nC. Rome\nD. Madrid", "A. Paris\nB. London"])
+def test_a_list_of_options_states_no_letter(text):
+    assert extract_choice(text) is None
+
 
 @pytest.mark.parametrize("text,gold,ok", CHOICE_CASES)
 def test_choice_scoring(text, gold, ok):
