@@ -388,11 +388,9 @@ class Weights:
     def __init__(self, params):
         self.params = params
 
-    def save(self, path, extra):
-        from safetensors.torch import save_file
-        save_file({f"p{i}": p.detach().clone() for i, p in enumerate(self.params)}, path + ".safetensors")
-        with open(path + ".json", "w") as f:
-            json.dump(extra, f)
+    def save(self, path, extra):  # the writer the real runs use: checksummed, so --resume accepts it
+        from links import save_tensors
+        save_tensors(path, {f"p{i}": p for i, p in enumerate(self.params)}, extra)
 
     def load(self, path):
         from safetensors.torch import load_file
