@@ -23,7 +23,8 @@ import torch.nn as nn
 
 from fast import MODES as FAST_MODES, add_argument as add_fast_argument, resolve_mode as resolve_fast
 from links import RecursiveLink, VARIANTS, check_link_file, load_links, read_link_meta, save_links
-from model import UserError, check_available, load_backbone, pad_left, pick_device, pick_dtype, resolve, slot
+from errors import UserError
+from model import check_available, load_backbone, pad_left, pick_device, pick_dtype, resolve, slot
 from patterns import PRESETS, TOPOLOGIES, base_role, expand_agents, role_of, slot_label, slot_name
 from tools import Search, answer_with_tools, read_docs
 

@@ -36,7 +36,8 @@ import trainer
 from agents import (Parser, add_system_args, agent_names, build_inputs, checked, out_folder, positive_int,
                     rollout, rollout_recompute, system_from_args)
 from gradprobe import grad_probe, grad_table, temperatures
-from model import SYNTHETIC, Backbone, EagerDecoder, UserError
+from errors import UserError
+from model import SYNTHETIC, Backbone, EagerDecoder
 from train_outer import outer_loss
 
 QUESTIONS = [  # GSM8K test, first four

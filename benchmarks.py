@@ -18,7 +18,7 @@ import os
 import zlib
 
 import scoring
-from model import UserError
+from errors import UserError
 from sandbox import Plan, plan_tests, run_tests
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -28,7 +28,8 @@ from tqdm import tqdm
 from agents import (Parser, add_loop_args, add_system_args, checked, expand_agents, new_tokens, out_folder,
                     positive_int, seconds, system_from_args, temperature, top_p)
 from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
-from model import UserError, load_backbone, pick_device, pick_dtype
+from errors import UserError
+from model import load_backbone, pick_device, pick_dtype
 
 METHODS = ["single", "lora", "full", "text", "latent"]
 MODE = {"single": "single", "lora": "single", "full": "single", "text": "text", "latent": "latent"}  # System.run's

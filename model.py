@@ -22,12 +22,7 @@ import torch
 import torch.nn.functional as F
 
 import fast
-
-class UserError(Exception):
-    """A mistake the user can fix; CLIs print its one-line message and exit 2 (no traceback)."""
-
-
-
+from errors import UserError, first_line
 
 # ----------------------------------------------------------------------------------------------------------------
 # The frozen backbone
@@ -371,7 +366,7 @@ def _load_hf(name, dtype, trust_remote_code, network=True):
                 AutoTokenizer.from_pretrained(name, **kw))
     except OSError as e:
         raise UserError(f"model '{name}' is not in the local Hugging Face cache and could not be downloaded "
-                        f"({str(e).splitlines()[0][:120]}); download it where the hub is reachable "
+                        f"({first_line(e, 120)}); download it where the hub is reachable "
                         f"(hf download {name}), pass a local folder or .gguf file, or use --agents smollm") from None
 
 
@@ -444,8 +439,7 @@ def load_backbone(name, device="cpu", dtype=torch.float32, trust_remote_code=Fal
         except UserError:
             raise
         except Exception as e:  # a file that starts like a GGUF but is cut short or corrupt
-            first = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
-            raise UserError(f"cannot load GGUF file '{key}' ({first}); it is corrupt or not a model: pass another "
+            raise UserError(f"cannot load GGUF file '{key}' ({first_line(e)}); it is corrupt or not a model: pass another "
                             f"--agents") from None
     elif key == ALIASES["smollm"]:  # HF cache, else the offline wheel's GGUF (converted once), else the hub
         gguf = _gguf_wheel_path(*SMOLLM_WHEEL)
@@ -462,8 +456,7 @@ def load_backbone(name, device="cpu", dtype=torch.float32, trust_remote_code=Fal
         except UserError:
             raise
         except Exception as e:
-            first = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
-            raise UserError(f"cannot load the model in folder '{key}' ({first}); pass a working model folder, "
+            raise UserError(f"cannot load the model in folder '{key}' ({first_line(e)}); pass a working model folder, "
                             f"a .gguf file or a hub id") from None
     else:
         model, tok = _load_hf(key, dtype, trust_remote_code)

@@ -10,7 +10,7 @@ field it learns (rows.py).
 """
 from dataclasses import dataclass
 
-from model import UserError
+from errors import UserError
 from tools import MAX_CALLS
 
 # The prompt layout of the authors' release: a generic system prompt (the deliberation agents: the tool rules), the

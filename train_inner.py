@@ -27,7 +27,7 @@ import trainer
 from agents import Parser, build_inputs, system_from_args
 from patterns import TOPOLOGIES, expand_agents, role_of, role_targets, slot_name
 from rows import DataError, check_domains, load_rows, target_text
-from model import UserError
+from errors import UserError
 
 
 def stage1_prompt(system, i, row):

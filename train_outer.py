@@ -29,7 +29,7 @@ import trainer
 from agents import Parser, add_loop_args, count, new_tokens, positive_int, system_from_args
 from patterns import role_targets
 from rows import DataError, load_rows, secret_rows, target_text
-from model import UserError
+from errors import UserError
 from scoring import last_boxed
 
 

@@ -23,7 +23,8 @@ import trainer
 from agents import Parser, System, build_inputs, checked, expand_agents
 from rows import DataError, load_rows
 from links import CheckpointError, load_tensors, read_meta, save_tensors
-from model import Backbone, UserError, pick_device, pick_dtype
+from errors import UserError
+from model import Backbone, pick_device, pick_dtype
 from train_outer import answer_ce
 
 METHODS = ("lora", "full")
@@ -148,7 +149,7 @@ def check_meta(info, want, path):
 def trained_backbone(backbone, method, path):
     """A NEW Backbone: `backbone`'s model with the LoRA adapter at `path` merged (method 'lora') or the full weights
     at `path` loaded ('full'); `path` is NAME (without .safetensors/.json) or a run folder. `backbone` is untouched.
-    model.UserError with one line on a mismatch (another model or method) or a missing / corrupt file."""
+    errors.UserError with one line on a mismatch (another model or method) or a missing / corrupt file."""
     if method not in METHODS:
         raise UserError(f"unknown method '{method}'; use one of {', '.join(METHODS)}")
     if os.path.isdir(path):

@@ -33,7 +33,7 @@ import torch.distributed as dist
 
 from agents import add_system_args, checked, count, out_folder, positive_int, text
 from links import CheckpointError, read_meta, sha256_file
-from model import UserError
+from errors import UserError, first_line
 
 # Settings that decide WHAT is trained: a --resume must not change them (the rest may change, with a note).
 TRAINED_BY = ("stage", "agents", "pattern", "link_variant", "train_inner", "method", "lora_r", "lora_alpha",
@@ -303,8 +303,7 @@ def load_checkpoint(out, weights, opt, sched):
         sched.load_state_dict(state["scheduler"])
         return state["step"], state["losses"]
     except Exception as e:
-        first = str(e).splitlines()[0][:150] if str(e) else type(e).__name__
-        raise UserError(f"--resume: cannot load '{path}' ({first}); it is corrupt or from another run: start "
+        raise UserError(f"--resume: cannot load '{path}' ({first_line(e)}); it is corrupt or from another run: start "
                         f"again with --overwrite") from None
 
 

@@ -6,7 +6,7 @@ import os
 import pytest
 import torch
 
-import model
+import errors
 import trainer
 import train_inner
 import train_outer
@@ -47,7 +47,7 @@ def test_every_link_tensor_round_trips_bit_exactly(tmp_path, pair):
 
 
 def _refused(system, path, *words):
-    with pytest.raises(model.UserError) as e:
+    with pytest.raises(errors.UserError) as e:
         system.load_links(path)
     msg = str(e.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
@@ -123,7 +123,7 @@ def solo():
 
 def test_a_new_run_never_deletes_an_old_one(tmp_path, solo, capsys):
     _run(solo, _args(tmp_path, steps=8))  # an old run: step-000006, step-000008
-    with pytest.raises(model.UserError, match="already holds a run.*--resume.*--overwrite"):
+    with pytest.raises(errors.UserError, match="already holds a run.*--resume.*--overwrite"):
         _run(solo, _args(tmp_path, steps=4))
     assert sorted(os.listdir(tmp_path)) == ["latest", "links.json", "links.safetensors", "step-000006", "step-000008"]
     _run(solo, _args(tmp_path, steps=4, overwrite=True))  # --overwrite: the old run goes, the new one is whole
@@ -132,7 +132,7 @@ def test_a_new_run_never_deletes_an_old_one(tmp_path, solo, capsys):
     assert json.load(open(tmp_path / "links.json"))["step"] == 4
     solo.load_links(str(tmp_path / "links"))
     (tmp_path / "notes.txt").write_text("mine")  # --overwrite never deletes what a run did not write
-    with pytest.raises(model.UserError, match="not a training run's.*notes.txt"):
+    with pytest.raises(errors.UserError, match="not a training run's.*notes.txt"):
         _run(solo, _args(tmp_path, overwrite=True))
     assert (tmp_path / "latest").exists()
 
@@ -140,7 +140,7 @@ def test_a_new_run_never_deletes_an_old_one(tmp_path, solo, capsys):
 def test_out_is_checked_writable_before_the_first_step(tmp_path, solo):
     (tmp_path / "file").write_text("")
     calls = []
-    with pytest.raises(model.UserError, match="not writable"):
+    with pytest.raises(errors.UserError, match="not writable"):
         _run(solo, _args(tmp_path / "file" / "run"), calls)
     assert calls == []  # no step was trained and then lost
 
@@ -220,9 +220,9 @@ def test_bad_numbers_stop_at_parse_time(flag, value, capsys):
 
 
 def test_resume_and_overwrite_together_and_resume_of_nothing_are_refused(tmp_path, solo):
-    with pytest.raises(model.UserError, match="contradict"):
+    with pytest.raises(errors.UserError, match="contradict"):
         trainer.prepare_out(_args(tmp_path, resume=True, overwrite=True))
-    with pytest.raises(model.UserError, match="no checkpoint"):
+    with pytest.raises(errors.UserError, match="no checkpoint"):
         trainer.prepare_out(_args(tmp_path / "empty", resume=True))
 
 
@@ -278,7 +278,7 @@ def test_one_flipped_byte_in_any_checkpoint_file_is_refused(tmp_path, solo, name
     _run(solo, _args(tmp_path, steps=4))
     _flip(str(tmp_path / "step-000004" / name))
     calls = []
-    with pytest.raises(model.UserError) as e:
+    with pytest.raises(errors.UserError) as e:
         _run(solo, _args(tmp_path, steps=6, resume=True), calls)
     msg = str(e.value)
     assert "\n" not in msg and name.split(".")[0] in msg and "--overwrite" in msg and calls == [], msg
@@ -286,7 +286,7 @@ def test_one_flipped_byte_in_any_checkpoint_file_is_refused(tmp_path, solo, name
 
 def test_a_resume_with_fewer_steps_than_done_is_refused(tmp_path, solo):
     _run(solo, _args(tmp_path, steps=4))
-    with pytest.raises(model.UserError, match="has done 4 steps already.*--steps 4 or more"):
+    with pytest.raises(errors.UserError, match="has done 4 steps already.*--steps 4 or more"):
         _run(solo, _args(tmp_path, steps=2, resume=True))
 
 
@@ -301,7 +301,7 @@ def test_checkpoints_written_before_the_checksums_still_load_and_resume(tmp_path
     state = tmp_path / "step-000004" / "state.pt"
     whole = state.read_bytes()
     state.write_bytes(whole[:len(whole) // 2])  # no checksum to catch it: torch.load's error, in one line
-    with pytest.raises(model.UserError, match="cannot load .*state.pt.*--overwrite") as e:
+    with pytest.raises(errors.UserError, match="cannot load .*state.pt.*--overwrite") as e:
         _run(solo, _args(tmp_path, steps=6, resume=True))
     assert "\n" not in str(e.value)
     state.write_bytes(whole)

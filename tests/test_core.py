@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import errors
 import model
 from agents import System, build_inputs, rollout, rollout_recompute
 from links import RecursiveLink, VARIANTS, load_links, save_links
@@ -176,7 +177,7 @@ def test_checkpoint_for_other_agents_of_same_size_is_refused(tmp_path):
     info["models"] = ["some-org/other-64", "some-org/other-64"]  # same sizes, other models
     info["json_sha256"] = json_digest(info)  # as such a checkpoint holds (an edit alone is refused: test_checkpoints)
     json.dump(info, open(path + ".json", "w"))
-    with pytest.raises(model.UserError, match="trained for agents"):
+    with pytest.raises(errors.UserError, match="trained for agents"):
         System(["tiny-llama", "tiny-llama"]).load_links(path)
 
 

@@ -12,7 +12,8 @@ import train_inner
 import train_outer
 from agents import System, build_inputs, rollout, rollout_recompute
 from links import VARIANTS, RecursiveLink
-from model import UserError, load_backbone, positions, slot
+from errors import UserError
+from model import load_backbone, positions, slot
 from patterns import TOPOLOGIES, slot_name
 from trainer import append_targets
 

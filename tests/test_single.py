@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import agents
+import errors
 import model
 import train_single
 from agents import System
@@ -131,7 +132,7 @@ def test_trained_backbone_loads_full_weights_bit_exactly(tmp_path):
 
 
 def _refused(bb, method, path, *words):
-    with pytest.raises(model.UserError) as e:
+    with pytest.raises(errors.UserError) as e:
         trained_backbone(bb, method, path)
     msg = str(e.value)
     assert "\n" not in msg and all(w in msg for w in words), msg
