@@ -31,64 +31,25 @@ import time
 
 import torch
 
+import cli
 import fast
-import trainer
-from agents import (Parser, add_system_args, agent_names, build_inputs, checked, out_folder, positive_int,
-                    rollout, rollout_recompute, system_from_args)
-from gradprobe import grad_probe, grad_table, temperatures
+from agents import build_inputs, rollout, rollout_recompute, system_from_args
+from baselines import add_lora
+from files import write_atomic
 from errors import UserError
-from model import SYNTHETIC, Backbone, EagerDecoder
-from train_outer import outer_loss
+from gradprobe import grad_probe, grad_table
+from benchmarks import load_benchmark
+from losses import outer_loss
+from model import Backbone, EagerDecoder
+from protocol import PAPER_ROUNDS, QUICK, pick
+from trainer import peak_memory_gb
 
-QUESTIONS = [  # GSM8K test, first four
-    "Janet's ducks lay 16 eggs per day. She eats three for breakfast every morning and bakes muffins for her friends "
-    "every day with four. She sells the remainder at the farmers' market daily for $2 per fresh duck egg. How much in "
-    "dollars does she make every day at the farmers' market?",
-    "A robe takes 2 bolts of blue fiber and half that much white fiber. How many bolts in total does it take?",
-    "Josh decides to try flipping a house. He buys a house for $80,000 and then puts in $50,000 in repairs. This "
-    "increased the value of the house by 150%. How much profit did he make?",
-    "James decides to run 3 sprints 3 times a week. He runs 60 meters each sprint. How many total meters does he run "
-    "a week?",
-]
-ANSWERS = [f"The final answer is \\boxed{{{n}}}." for n in (18, 3, 70000, 540)]  # their gold answers
+GSM8K = load_benchmark("gsm8k")[:4]  # the first four GSM8K test questions, and their gold answers stated as asked
+QUESTIONS, ANSWERS = [it["question"] for it in GSM8K], [f"The final answer is \\boxed{{{it['gold']}}}." for it in GSM8K]
 PARTS = ("e2e", "rollout", "train", "step", "grad")
-SIZES = [n.removeprefix("random-") for n in SYNTHETIC if n.startswith("random-")]  # qwen2.5-1.5b, llama-3.2-1b, ...
-
-
-# --- argument types: bad input stops at parsing, with one line naming the option and the fix ------------------------
-
-def sizes(text):
-    """--sizes 'qwen2.5-1.5b,llama-3.2-1b' -> 'random-qwen2.5-1.5b,random-llama-3.2-1b'."""
-    names = [x.strip().removeprefix("random-") for x in text.split(",")]
-    if unknown := [x for x in names if x not in SIZES]:
-        raise argparse.ArgumentTypeError(f"unknown --sizes entry '{unknown[0]}'; use one of {', '.join(SIZES)}")
-    return ",".join("random-" + x for x in names)
-
-
-def counts(text):
-    """'1,2,3' -> [1, 2, 3], each a whole number >= 1."""
-    return [positive_int(x) for x in text.split(",")]
-
-
-def parts(text):
-    """--skip 'e2e,train' -> {'e2e', 'train'}; only known part names."""
-    names = {x.strip() for x in text.split(",") if x.strip()}
-    if unknown := sorted(names - set(PARTS)):
-        raise argparse.ArgumentTypeError(f"unknown part '{unknown[0]}'; use some of {','.join(PARTS)}")
-    return names
 
 
 STEP_MODES = ("off", "static", "graph", "compile")  # fast.py's modes a one-step timing can run
-
-
-def step_modes(text):
-    """--step-modes 'off,static' -> 'off,static' (or 'auto'); only modes fast.py has."""
-    if text == "auto":
-        return text
-    names = [x.strip() for x in text.split(",")]
-    if unknown := [x for x in names if x not in STEP_MODES]:
-        raise argparse.ArgumentTypeError(f"unknown mode '{unknown[0]}'; use auto or some of {','.join(STEP_MODES)}")
-    return ",".join(names)
 
 
 def sync(device):
@@ -100,7 +61,7 @@ def peak_gb(device, reset=False):
     """trainer.peak_memory_gb (CUDA: peak allocation; CPU: the whole process's peak RSS), after a reset on CUDA."""
     if reset and str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    return trainer.peak_memory_gb(device)
+    return peak_memory_gb(device)
 
 
 def common_tokens(texts):
@@ -171,7 +132,8 @@ def training_cost(system, steps=3):
     bb, device = system.backbones[-1], system.backbones[-1].device
     rows = [{"question": q, "answer": "The final answer is \\boxed{18}."} for q in QUESTIONS[:2]]
     rounds = 1 if system.topology.edges else 2  # one agent alone: its only outer link is its feedback to itself
-    args = argparse.Namespace(rounds=rounds, latent_steps=8, latents="rollout", supervise="final", max_target_tokens=64)
+    args = argparse.Namespace(rounds=rounds, latent_steps=8, latents="rollout", supervise="final", max_target_tokens=64,
+                              grad_ckpt=False)
 
     def outer_step():
         system.outer.requires_grad_(True)
@@ -191,14 +153,13 @@ def training_cost(system, steps=3):
     out.append(dict(method="outer links", trainable=n_outer, seconds_per_step=time_it(outer_step, device, steps),
                     peak_gb=peak_gb(device)))
     try:
-        import peft
-        lora = peft.get_peft_model(bb.model, peft.LoraConfig(r=16, lora_alpha=32, target_modules=["q_proj", "v_proj"]))
+        lora = add_lora(bb.model, name=bb.name)  # the trained baseline's adapter (baselines.py: r=8, every linear)
         n = sum(p.numel() for p in lora.parameters() if p.requires_grad)
         peak_gb(device, reset=True)
-        out.append(dict(method="LoRA r=16 (q,v)", trainable=n, seconds_per_step=time_it(lambda: plain_step(lora),
+        out.append(dict(method="LoRA r=8 (all)", trainable=n, seconds_per_step=time_it(lambda: plain_step(lora),
                         device, steps), peak_gb=peak_gb(device)))
         lora.unload()  # back to the plain frozen backbone
-    except ImportError:
+    except UserError:  # peft is not installed
         out.append(dict(method="LoRA", skipped="pip install peft to include it"))
     bb.model.requires_grad_(True)
     peak_gb(device, reset=True)
@@ -356,82 +317,83 @@ def plot(res, out):
         fig.savefig(os.path.join(out, "end_to_end.png"))
 
 
-def main(argv=None):
-    p = Parser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, training cost; "
-                           "and the gradient probe.", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-               epilog="example: python bench.py --skip rollout,step --rounds 1,2")
-    add_system_args(p)
-    p.add_argument("--sizes", default=None, type=sizes,
+def parser():
+    p = cli.Parser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, training cost; "
+                               "and the gradient probe.", epilog="example: python bench.py --skip rollout,step --rounds 2")
+    cli.add_system_args(p)
+    cli.add_loop_args(p)
+    cli.add_decoding_args(p)
+    cli.add_out_args(p, resumable=False)
+    p.add_argument("--sizes", default=None, type=cli.random_sizes,
                    help=f"instead of --agents: random-initialised models in the shapes of the paper's backbones, "
-                        f"no weights needed; comma-separated from {', '.join(SIZES)}")
-    p.add_argument("--rounds", default="1,2,3", type=counts, help="rounds to compare, comma-separated")
-    p.add_argument("--latent-steps", type=positive_int, default=16, help="latent steps per agent and round")
-    p.add_argument("--questions", type=checked(int, lambda v: 1 <= v <= len(QUESTIONS), f"a number from 1 to "
-                                               f"{len(QUESTIONS)}"), default=4, help="questions per measurement")
-    p.add_argument("--max-new-tokens", type=positive_int, default=96, help="most tokens the final agent writes")
-    p.add_argument("--rollout-m", default="16,32,80", type=counts, help="latent steps for KV vs recompute")
-    p.add_argument("--rollout-batch", default="1,16", type=counts, help="batch sizes for KV vs recompute")
-    p.add_argument("--rollout-max-work", type=positive_int, default=16 * 16,
+                        f"no weights needed; comma-separated from {', '.join(cli.SIZES)}")
+    p.add_argument("--questions", type=cli.checked(int, lambda v: 1 <= v <= len(QUESTIONS), f"a number from 1 to "
+                                                   f"{len(QUESTIONS)}"), default=4, help="questions per measurement")
+    p.add_argument("--rollout-m", default="16,32,80", type=cli.list_of(cli.positive_int), help="m for KV vs recompute")
+    p.add_argument("--rollout-batch", default="1,16", type=cli.list_of(cli.positive_int),
+                   help="batch sizes for KV vs recompute")
+    p.add_argument("--rollout-max-work", type=cli.positive_int, default=16 * 16,
                    help="skip recompute runs with batch x m above this on a CPU (recompute at batch 16, m=80 takes "
                         "minutes there); no limit on CUDA")
-    p.add_argument("--step-batch", default="auto", type=lambda t: t if t == "auto" else counts(t),
-                   help="batch sizes for part 4; auto = 1 on a CPU, 1,16 on CUDA")
-    p.add_argument("--step-modes", default="auto", type=step_modes,
-                   help="fast.py modes to time, e.g. off,static,graph,compile; auto = off,static on a CPU (compile "
-                        "takes minutes there), off,static,graph,compile on CUDA")
-    p.add_argument("--grad-agents", default=None, type=agent_names,
+    p.add_argument("--step-batch", default=None, type=cli.list_of(cli.positive_int),
+                   help="batch sizes for part 4; default: 1 on a CPU, 1,16 on CUDA")
+    p.add_argument("--step-modes", default=None, type=cli.list_of(str, STEP_MODES, "mode"),
+                   help="fast.py modes to time in part 4; default: off,static on a CPU (compile takes minutes there), "
+                        "off,static,graph,compile on CUDA")
+    p.add_argument("--grad-agents", default=None, type=cli.agent_names,
                    help="agents for part 5 (default: --agents); the text hand-over needs one vocabulary")
-    p.add_argument("--grad-temperature", default="1", type=temperatures,
+    p.add_argument("--grad-temperature", default="1", type=cli.list_of(cli.positive_float),
                    help="softmax temperatures of the text hand-over in part 5, e.g. 1,0.1")
-    p.add_argument("--skip", default="", type=parts, help=f"comma-separated parts to skip: {','.join(PARTS)}")
-    p.add_argument("--out", default="runs/bench", type=out_folder, help="folder for bench.json and the plot")
-    a = p.parse_args(argv)
-    skip = a.skip
-    try:
-        torch.manual_seed(0)
-        a.agents = a.sizes or a.agents  # random-initialised models in the paper backbones' shapes, instead of --agents
-        own_grad = a.grad_agents and "grad" not in skip  # part 5 on agents of its own
-        system = system_from_args(a) if set(PARTS[:4]) - skip or not own_grad else None
-        grad_args = argparse.Namespace(**dict(vars(a), agents=a.grad_agents))
-        grad_system = system_from_args(grad_args) if own_grad else system
-        shown = system or grad_system  # the report names the agents that ran (part 5 alone: --grad-agents)
-        device = str(shown.backbones[-1].device)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    machine = (torch.cuda.get_device_name() if device.startswith("cuda") else f"CPU, {os.cpu_count()} cores, "
+    p.add_argument("--skip", default=[], type=cli.list_of(str, PARTS, "part"),
+                   help=f"comma-separated parts to skip: {','.join(PARTS)}")
+    return p
+
+
+def bench(a):
+    skip, out = set(a.skip), a.out or os.path.join("runs", "bench")
+    rounds = list(range(1, (a.rounds or PAPER_ROUNDS) + 1))  # r = 1 .. --rounds (default: the paper's 3)
+    m, max_new = pick(a, QUICK, "latent_steps"), pick(a, QUICK, "max_new_tokens")
+    torch.manual_seed(a.seed)
+    a.agents = a.sizes or a.agents  # random-initialised models in the paper backbones' shapes, instead of --agents
+    own_grad = a.grad_agents and "grad" not in skip  # part 5 on agents of its own
+    system = system_from_args(a) if set(PARTS[:4]) - skip or not own_grad else None
+    grad_system = system_from_args(argparse.Namespace(**dict(vars(a), agents=a.grad_agents))) if own_grad else system
+    shown = system or grad_system  # the report names the agents that ran (part 5 alone: --grad-agents)
+    device = str(shown.backbones[-1].device)
+    cuda = device.startswith("cuda")
+    machine = (torch.cuda.get_device_name() if cuda else f"CPU, {os.cpu_count()} cores, "
                f"{torch.get_num_threads()} threads")
     res = dict(agents=",".join(shown.agent_names), device=device, machine=machine, dtype=str(shown.backbones[0].dtype),
-               latent_steps=a.latent_steps, questions=a.questions, max_new_tokens=a.max_new_tokens)
+               latent_steps=m, questions=a.questions, max_new_tokens=max_new)
     t0 = time.time()
     if "e2e" not in skip:
-        print(f"end to end on {a.questions} questions, m={a.latent_steps}, {a.max_new_tokens} new tokens max")
-        res["end_to_end"] = end_to_end(system, QUESTIONS[:a.questions], a.rounds, a.latent_steps, a.max_new_tokens)
+        print(f"end to end on {a.questions} questions, m={m}, {max_new} new tokens max")
+        res["end_to_end"] = end_to_end(system, QUESTIONS[:a.questions], rounds, m, max_new)
     if "rollout" not in skip:
         print("latent rollout, KV cache vs recompute")
-        res["rollout"] = rollouts(system, a.rollout_m, a.rollout_batch,
-                                  None if device.startswith("cuda") else a.rollout_max_work)
+        res["rollout"] = rollouts(system, a.rollout_m, a.rollout_batch, None if cuda else a.rollout_max_work)
     if "train" not in skip:
         print("training cost on the final agent (batch 2)")
         res["training"] = training_cost(system)
     if "step" not in skip:
-        cuda = device.startswith("cuda")
-        modes = a.step_modes if a.step_modes != "auto" else "off,static,graph,compile" if cuda else "off,static"
+        modes = a.step_modes or (list(STEP_MODES) if cuda else ["off", "static"])
         print("one latent step: eager vs fast.py, against the weight-read floor (sampled in turn with the step)")
-        batches = a.step_batch if a.step_batch != "auto" else [1, 16] if cuda else [1]
-        res["step"] = step_times(system, batches, modes.split(","))
+        res["step"] = step_times(system, a.step_batch or ([1, 16] if cuda else [1]), modes)
     if "grad" not in skip:
         print(f"gradient reaching agent 1's round-1 last-layer states ({','.join(grad_system.agent_names)}, "
-              f"m={a.latent_steps}, {a.questions} questions): links vs text hand-overs")
+              f"m={m}, {a.questions} questions): links vs text hand-overs")
         res["grad_agents"] = ",".join(grad_system.agent_names)
-        res["grad"] = grad_probe(grad_system, QUESTIONS[:a.questions], ANSWERS[:a.questions], a.rounds,
-                                 a.latent_steps, a.grad_temperature, trained=bool(a.links))
+        res["grad"] = grad_probe(grad_system, QUESTIONS[:a.questions], ANSWERS[:a.questions], rounds, m,
+                                 a.grad_temperature, trained=bool(a.links))
     res["seconds"] = time.time() - t0
-    os.makedirs(a.out, exist_ok=True)
-    trainer.write_atomic(os.path.join(a.out, "bench.json"), json.dumps(res, indent=1))  # never half a report
+    os.makedirs(out, exist_ok=True)
+    write_atomic(os.path.join(out, "bench.json"), json.dumps(res, indent=1))  # never half a report
     report(res)
-    plot(res, a.out)
-    return 0
+    plot(res, out)
+
+
+def main(argv=None):
+    return cli.main(parser(), bench, argv)
 
 
 if __name__ == "__main__":

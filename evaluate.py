@@ -25,49 +25,20 @@ import sys
 import torch
 from tqdm import tqdm
 
-from agents import (Parser, add_loop_args, add_system_args, checked, expand_agents, new_tokens, out_folder,
-                    positive_int, seconds, system_from_args, temperature, top_p)
+import cli
+import protocol
+from agents import system_from_args
+from baselines import trained_backbone
 from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
 from errors import UserError
-from model import load_backbone, pick_device, pick_dtype
+from files import append_line, write_atomic
+from loading import load_backbone, pick_device, pick_dtype
+from patterns import expand_agents
 
 METHODS = ["single", "lora", "full", "text", "latent"]
 MODE = {"single": "single", "lora": "single", "full": "single", "text": "text", "latent": "latent"}  # System.run's
 
-# --protocol paper: the paper's evaluation (App. B.3; r and m: Table 3 and the release). Every value below has its
-# source in docs/method.md §9, and tests/test_protocol.py checks that table against these constants.
-PAPER_TOKENS = {"math500": 2000, "medqa": 4000, "gpqa_diamond": 4000, "livecodebench": 4000, "mbppplus": 4000,
-                "aime24": 16000, "aime25": 16000, "aime26": 16000,
-                # the paper is silent on these; docs/method.md §9 gives each choice its reason
-                "gsm8k": 2000, "amc23": 16000, "arc_challenge": 4000, "humaneval": 4000, "humanevalplus": 4000,
-                "mbpp": 4000, "hotpotqa": 4000, "bamboogle": 4000}
-PAPER_TEMPERATURE, PAPER_CODE_TEMPERATURE, PAPER_TOP_P = 0.6, 0.2, 0.95
-PAPER_SEEDS, PAPER_AIME_SAMPLES = 5, 10          # mean (and sd) over 5 seeds; AIME: pass@10
-PAPER_ROUNDS, PAPER_LATENT_STEPS = 3, 32         # r (Table 3), m (the release's default)
-SECONDS_PER_TEST = 10.0                          # each code test case (both protocols)
-# A final answer cut at its budget gets "Final Answer:" and this many more tokens (agents.System.answer): enough
-# for a stated answer ("The final answer is $\boxed{...}$", MATH500's longest golds included); code gets room for a
-# short function, as the release gives its code answers 256.
-FINAL_ANSWER_TOKENS, FINAL_ANSWER_CODE_TOKENS = 64, 256
-# --protocol quick (the default): greedy, 256 new tokens, one seed, one sample, r=2, m=8, no final-answer ending
-# (a CPU-sized look, not the paper's).
-QUICK = dict(max_new_tokens=256, temperature=None, top_p=1.0, samples=1, seeds=1, rounds=2, latent_steps=8,
-             final_answer_tokens=0, test_timeout=SECONDS_PER_TEST)
 KEPT = ("limit", "batch_size")  # settings a --resume may change
-
-
-def protocol_settings(protocol, benchmark, kind):
-    """Every setting a protocol decides (explicit flags override each): max_new_tokens, temperature, top_p, samples,
-    seeds, rounds, latent_steps, final_answer_tokens, test_timeout."""
-    if protocol == "paper":
-        code = kind in ("code", "lcb")
-        return dict(max_new_tokens=PAPER_TOKENS[benchmark],
-                    temperature=PAPER_CODE_TEMPERATURE if code else PAPER_TEMPERATURE, top_p=PAPER_TOP_P,
-                    samples=PAPER_AIME_SAMPLES if benchmark.startswith("aime") else 1, seeds=PAPER_SEEDS,
-                    rounds=PAPER_ROUNDS, latent_steps=PAPER_LATENT_STEPS,
-                    final_answer_tokens=FINAL_ANSWER_CODE_TOKENS if code else FINAL_ANSWER_TOKENS,
-                    test_timeout=SECONDS_PER_TEST)
-    return dict(QUICK)
 
 
 def wilson(k, n, z=1.96):
@@ -104,11 +75,11 @@ def run_settings(a, method, kind, tags):
     """Everything that decides a run's rows (what --resume compares), and its file stem."""
     names, pattern = expand_agents(a.agents, a.pattern)
     used = names if MODE[method] != "single" else names[-1:]
-    proto = protocol_settings(a.protocol, a.benchmark, kind)
-    pick = lambda k: getattr(a, k) if getattr(a, k) is not None else proto[k]
+    proto = protocol.settings(a.protocol, a.benchmark, kind)
+    pick = lambda k: protocol.pick(a, proto, k)
     samples = pick("samples")
     temperature = pick("temperature")
-    temperature = temperature if temperature is not None else (0.7 if samples > 1 else 0.0)
+    temperature = temperature if temperature is not None else (protocol.SAMPLING_TEMPERATURE if samples > 1 else 0.0)
     st = dict(benchmark=a.benchmark, method=method, agents=used, pattern=pattern, protocol=a.protocol,
               max_new_tokens=pick("max_new_tokens"), temperature=temperature, top_p=pick("top_p"), samples=samples,
               seeds=[a.seed + i for i in range(pick("seeds"))], judge=a.judge,
@@ -154,10 +125,7 @@ def read_rows(path):
 
 
 def write_json(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1, default=str, ensure_ascii=False)
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, default=str, ensure_ascii=False))
 
 
 def settings_line(st, a):
@@ -174,7 +142,7 @@ def settings_line(st, a):
 
 def make_row(it, recs, scored, method):
     """One readable row: the question, what the agents wrote, the verdict and the rule that decided it;
-    `continued`: the final answer hit its budget and got the 'Final Answer:' ending (agents.System.answer)."""
+    `continued`: the final answer hit its budget and got the 'Final Answer:' ending (agents.write_answer)."""
     tokens = {}
     for r in recs:
         for k, v in r["tokens"].items():
@@ -217,7 +185,7 @@ def evaluate(system, items, st, stem, a, judge=None):
             todo = [(pos, it) for pos, it in enumerate(items) if key(seed, it["id"]) not in done]
             for start in range(0, len(todo), a.batch_size):
                 chunk = todo[start:start + a.batch_size]
-                torch.manual_seed(seed * 1_000_003 + chunk[0][0])  # a function of (seed, first question): resumable
+                torch.manual_seed(protocol.seed_of(seed, chunk[0][0]))  # (seed, first question): resumable
                 batch = [it for _, it in chunk]
                 questions = [f"{it['question']}\n\n{INSTRUCTION[it['kind']]}".strip() for it in batch]
                 samples = [system.run(questions, MODE[method], a.rounds, a.latent_steps, st["max_new_tokens"],
@@ -228,9 +196,7 @@ def evaluate(system, items, st, stem, a, judge=None):
                     if judge is not None and it["kind"] == "qa":
                         scored = [(p, *judged(judge, it, p, ok, ex)) for p, ok, ex in scored]
                     row = dict(seed=seed, **make_row(it, recs, scored, method))
-                    f.write(json.dumps(row, default=str, ensure_ascii=False) + "\n")
-                    f.flush()
-                    os.fsync(f.fileno())  # on disk before the next question starts
+                    append_line(f, row)  # on disk before the next question starts
                     right += row["correct"]
                     bar.update(1)
                     bar.set_postfix(acc=f"{right / bar.n:.3f}")
@@ -295,69 +261,58 @@ def build_system(a, method):
     """The System a method runs on; lora / full: the final agent's backbone replaced by the trained one."""
     system = system_from_args(argparse.Namespace(**dict(vars(a), links=a.links if method == "latent" else None)))
     if method in ("lora", "full"):
-        import train_single  # only these two methods need it
         path = a.adapter if method == "lora" else a.weights
-        system.backbones[-1] = train_single.trained_backbone(system.backbones[-1], method, path)
+        system.backbones[-1] = trained_backbone(system.backbones[-1], method, path)
     return system
 
 
 # ---- the command line ---------------------------------------------------------------------------------------
 
-def methods(s):
-    names = [m.strip() for m in s.split(",") if m.strip()]
-    bad = [m for m in names if m not in METHODS]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(f"unknown method '{','.join(bad)}'; use a comma-separated list of "
-                                         f"{', '.join(METHODS)}")
-    return list(dict.fromkeys(names))
-
-
-def parse(argv):
-    """Parse and check everything that can be checked without a model; returns (args, items, [(settings, stem)])."""
-    p = Parser(description="Evaluate single / lora / full / text / latent on a benchmark with strict scoring.",
-               formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-               epilog="example: python evaluate.py --compare single,text,latent --agents smollm,smollm "
-                      "--benchmark gsm8k --limit 5")
-    add_system_args(p, agents="smollm")
-    add_loop_args(p, rounds=None, latent_steps=None)  # None: the protocol's (quick r=2, m=8; paper r=3, m=32)
+def parser():
+    p = cli.Parser(description="Evaluate single / lora / full / text / latent on a benchmark with strict scoring.",
+                   epilog="example: python evaluate.py --compare single,text,latent --agents smollm,smollm "
+                          "--benchmark gsm8k --limit 5")
+    cli.add_system_args(p)
+    cli.add_loop_args(p)
+    cli.add_decoding_args(p)
+    cli.add_out_args(p)
     p.add_argument("--method", default="single", choices=METHODS, help="what answers the questions")
-    p.add_argument("--compare", type=methods, default=None, help="e.g. single,text,latent: one table, same questions")
+    p.add_argument("--compare", type=cli.list_of(str, METHODS, "method"), default=None,
+                   help="e.g. single,text,latent: one table, same questions")
     p.add_argument("--benchmark", default="gsm8k", choices=BENCHMARKS, help="which questions")
     p.add_argument("--protocol", default="quick", choices=["quick", "paper"],
                    help="quick: greedy, 256 tokens, 1 seed, r=2, m=8; paper: the paper's App. B.3 (sampling, budgets, "
                         "5 seeds, AIME pass@10, 'Final Answer:' ending) with r=3, m=32 (docs/method.md §9)")
     p.add_argument("--adapter", default=None, help="LoRA adapter folder (train_single.py) for method lora")
     p.add_argument("--weights", default=None, help="full fine-tuned weights folder (train_single.py) for method full")
-    p.add_argument("--limit", type=positive_int, default=None, help="first N questions")
-    p.add_argument("--samples", type=positive_int, default=None, help="k samples per question: pass@k")
-    p.add_argument("--seeds", type=positive_int, default=None, help="number of seeds (--seed, --seed+1, ...)")
-    p.add_argument("--temperature", type=temperature, default=None, help="default: the protocol's")
-    p.add_argument("--top-p", type=top_p, default=None, help="default: the protocol's")
-    p.add_argument("--max-new-tokens", type=new_tokens, default=None, help="default: the protocol's")
-    ending_tokens = checked(int, lambda v: 0 <= v <= 4096, "a number of tokens in 0..4096")
-    p.add_argument("--final-answer-tokens", type=ending_tokens, default=None,
+    p.add_argument("--limit", type=cli.positive_int, default=None, help="first N questions")
+    p.add_argument("--samples", type=cli.positive_int, default=None, help="k samples per question: pass@k")
+    p.add_argument("--seeds", type=cli.positive_int, default=None, help="number of seeds (--seed, --seed+1, ...)")
+    p.add_argument("--final-answer-tokens", type=cli.checked(int, lambda v: 0 <= v <= 4096, "a number of tokens in "
+                                                                                            "0..4096"), default=None,
                    help="a final answer cut at its budget gets 'Final Answer:' and this many more tokens (0: off); "
                         "default: the protocol's (quick 0, paper 64, code 256)")
-    p.add_argument("--test-timeout", type=seconds, default=None,
+    p.add_argument("--test-timeout", type=cli.seconds, default=None,
                    help="seconds for each code test case; default: the protocol's (10)")
-    p.add_argument("--batch-size", type=positive_int, default=4, help="questions per batch")
+    p.add_argument("--batch-size", type=cli.positive_int, default=4, help="questions per batch")
     p.add_argument("--gpqa-path", default=None, help="GPQA-Diamond test.jsonl (or set GPQA_PATH)")
     p.add_argument("--bamboogle-path", default=None, help="Bamboogle JSONL of {question, answer} (or BAMBOOGLE_PATH)")
     p.add_argument("--lcb-path", default=None, help="LiveCodeBench JSONL in its published format (or LCB_PATH)")
     p.add_argument("--unsafe-exec", action="store_true",
                    help="UNSAFE: where no sandbox (bubblewrap) is available, run generated code anyway, unisolated")
     p.add_argument("--judge", default=None, help="a model that judges QA answers yes/no (default: exact match)")
-    p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--out", default="runs/eval", type=out_folder, help="folder of the run files")
-    p.add_argument("--resume", action="store_true", help="continue the run file, skipping questions already in it")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing run file")
     p.add_argument("--plot", action="store_true", help="--compare: also write OUT/<benchmark>-compare.png")
+    return p
+
+
+def parse(argv):
+    """Parse and check everything that can be checked without a model; returns (args, items, [(settings, stem)])."""
+    p = parser()
     a = p.parse_args(argv)
-    proto = protocol_settings(a.protocol, a.benchmark, None)
-    a.rounds = a.rounds if a.rounds is not None else proto["rounds"]  # the protocol's r and m, unless given
-    a.latent_steps = a.latent_steps if a.latent_steps is not None else proto["latent_steps"]
-    if a.resume and a.overwrite:
-        p.error("--resume and --overwrite exclude each other: pick one")
+    a.out = a.out or os.path.join("runs", "eval")
+    proto = protocol.settings(a.protocol, a.benchmark, None)
+    a.rounds = protocol.pick(a, proto, "rounds")  # the protocol's r and m, unless given
+    a.latent_steps = protocol.pick(a, proto, "latent_steps")
     try:
         items = load_benchmark(a.benchmark, a.gpqa_path, a.bamboogle_path, a.lcb_path)[:a.limit]
         expand_agents(a.agents, a.pattern)
@@ -392,31 +347,29 @@ def parse(argv):
     return a, items, runs
 
 
-def main(argv=None):
-    a, items, runs = parse(argv)
+def run(a, items, runs):
     for st, _ in runs:
         print(settings_line(st, a), flush=True)
     os.makedirs(a.out, exist_ok=True)
     summaries = []
-    try:
-        device = pick_device(a.device)
-        judge = load_backbone(a.judge, device, pick_dtype(a.dtype, device)) if a.judge else None
-        for st, stem in runs:
-            system = build_system(a, st["method"])
-            rows = evaluate(system, items, st, stem, a, judge)
-            extra = dict(limit=a.limit, batch_size=a.batch_size, device=str(device), fast=a.fast, rows=stem + ".jsonl")
-            summary = summarize(rows, st, extra)
-            write_json(stem + ".summary.json", summary)
-            summaries.append(summary)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    device = pick_device(a.device)
+    judge = load_backbone(a.judge, device, pick_dtype(a.dtype, device)) if a.judge else None
+    for st, stem in runs:
+        system = build_system(a, st["method"])
+        rows = evaluate(system, items, st, stem, a, judge)
+        extra = dict(limit=a.limit, batch_size=a.batch_size, device=str(device), fast=a.fast, rows=stem + ".jsonl")
+        summary = summarize(rows, st, extra)
+        write_json(stem + ".summary.json", summary)
+        summaries.append(summary)
     print_table(summaries)
     for st, stem in runs:
         print(f"rows: {stem}.jsonl   summary: {stem}.summary.json")
     if a.plot:
         plot(summaries, os.path.join(a.out, f"{a.benchmark}-compare.png"))
-    return 0
+
+
+def main(argv=None):
+    return cli.guarded(run, *parse(argv))
 
 
 if __name__ == "__main__":

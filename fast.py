@@ -3,10 +3,11 @@ The fast path: one-token steps over a static KV cache, replayed as a CUDA graph.
 
 Why. A latent step (and a text-decode step) feeds ONE position through the whole frozen model. At batch 1 the GPU
 work is tiny — read every weight once — but eager PyTorch launches ~40 small kernels per layer from Python, so the
-step is bound by launch overhead, not by the GPU (measured: a Qwen2.5-1.5B-sized step took 16-19 ms on an H200 where
-reading its weights takes 0.75 ms). The cure is standard: keep every tensor the step touches at a fixed address
-(a preallocated KV cache, fixed input/output buffers, the position and write index as device tensors), record the
-step's kernels once as a CUDA graph, and replay the graph: one launch per step.
+step is bound by launch overhead, not by the GPU (an estimate, not a measurement: a Qwen2.5-1.5B-sized step reads
+~2.6 GB of weights, under 1 ms at an H100's bandwidth, while its ~1,100 launches at several microseconds each take
+several milliseconds; bench.py part 4 measures both on the machine at hand). The cure is standard: keep every
+tensor the step touches at a fixed address (a preallocated KV cache, fixed input/output buffers, the position and
+write index as device tensors), record the step's kernels once as a CUDA graph, and replay it: one launch per step.
 
 What is reimplemented here, and what is not. The norms, projections and MLPs are the model's own modules, called as
 HF calls them; only the attention over the cache is written out (it is where the static cache lives):
@@ -17,7 +18,8 @@ HF calls them; only the attention over the cache is written out (it is where the
                                      x += mlp(norm2(x))
                 --> final norm --> [B, 1, d]     then i += 1, positions += 1, all on the device
 
-Modes (Backbone.fast, --fast): "off" = HF's forward with a DynamicCache (the reference); "static" = the step above run
+Modes (--fast; a System keeps one per agent and passes choose(mode) as the `decoder` of Backbone.generate and
+agents.rollout): "off" = HF's forward with a DynamicCache (the reference); "static" = the step above run
 eagerly (any device; what the CPU tests compare with "off"); "graph" = static + CUDA-graph replay; "compile" = static +
 torch.compile (+ CUDA-graph replay on CUDA). "auto" = "graph" on CUDA for the supported families, else "off".
 The prefill (a whole prompt at once) always runs through HF's forward; its KV cache is copied into the static one.
@@ -28,16 +30,11 @@ import weakref
 import torch
 import torch.nn.functional as F
 
+from model import EagerDecoder
+
 # Decoder layers of the form  x += attn(norm1(x)); x += mlp(norm2(x))  with rotary, GQA and (Qwen3) q/k norms.
 SUPPORTED = ("llama", "mistral", "qwen2", "qwen3")
 MODES = ("auto", "off", "static", "graph", "compile")
-
-
-def add_argument(parser):
-    """The --fast option every CLI shares."""
-    parser.add_argument("--fast", default="auto", choices=MODES,
-                        help="one-token steps: auto = static KV cache + CUDA graph on CUDA for supported models, "
-                             "the eager HF forward elsewhere; off | static | graph | compile to choose")
 
 
 def unsupported(config):
@@ -214,3 +211,16 @@ def decoder(backbone, batch, need, mode):
             _BROKEN.add(backbone)
             return None
     return store[key]
+
+
+def choose(mode):
+    """The `decoder` argument of Backbone.generate and agents.rollout for a resolved mode: make(backbone, batch,
+    length) -> a StaticDecoder when the mode is not "off" and no gradient is being recorded (training rolls out
+    eagerly), else (or when one cannot be built here) the eager reference."""
+    def make(backbone, batch, length):
+        if mode != "off" and not torch.is_grad_enabled():
+            dec = decoder(backbone, batch, length, mode)
+            if dec is not None:
+                return dec
+        return EagerDecoder(backbone, batch, length)
+    return make

@@ -12,15 +12,14 @@ the model's own logits) and gives the receiver an input embedding:
           text MAS, every hand-over (within an agent and between agents) a soft token
 
 Agent 1's round-1 last-layer states H [B, m, d] (the m states its rollout reads) are made a leaf; the system then
-runs r rounds with one kind of hand-over everywhere (System.latent_pass, train_outer.answer_ce), and we read the norm
+runs r rounds with one kind of hand-over everywhere (System.latent_pass, losses.answer_ce), and we read the norm
 of d(final agent's answer CE)/dH. Link kinds: 'zero' (the code's default: residual branches start at zero),
 'kaiming' (the same links with their W1, W2 drawn Kaiming-normal: the theorem's premise), 'trained' (the system's
 own links, when a checkpoint was loaded). The text hand-over's distribution on H is reported too (entropy, max
 probability): the theorem's premise is a confident one. bench.py's part 5:
 
-    python bench.py --grad-agents smollm,smollm --skip e2e,rollout,train,step --rounds 1,2,3 --grad-temperature 1,0.1
+    python bench.py --grad-agents smollm,smollm --skip e2e,rollout,train,step --rounds 3 --grad-temperature 1,0.1
 """
-import argparse
 import contextlib
 import copy
 import math
@@ -29,7 +28,7 @@ import torch
 import torch.nn as nn
 
 from agents import rollout
-from train_outer import answer_ce
+from losses import answer_ce
 
 
 class TextHandover(nn.Module):
@@ -254,14 +253,3 @@ def grad_table(rows, agents):
         print(f"{'':30} (H: agent 1's round-1 last-layer states; gain = |dCE/dH| / |dCE/dM|, scale = |M| / |H|, "
               f"M: the messages made from H; a uniform distribution over the {rows[0]['vocab']:,}-token vocabulary "
               f"has entropy {math.log(rows[0]['vocab']):.2f} nats)")
-
-
-def temperatures(text):
-    """--grad-temperature '1,0.1' -> [1.0, 0.1], each finite and > 0 (an argparse type)."""
-    try:
-        ts = [float(x) for x in text.split(",")]
-    except ValueError:
-        ts = [0.0]
-    if not all(math.isfinite(t) and t > 0 for t in ts):
-        raise argparse.ArgumentTypeError(f"'{text}' is not a list of finite positive numbers; pass e.g. 1,0.1")
-    return ts

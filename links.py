@@ -17,18 +17,13 @@ The scale maps the link's output to the size of the embeddings it stands in for:
 output has unit RMS), out_rms / in_rms otherwise. Residual branches start at zero, so an untrained link is
 "identity times the right scale".
 
-A checkpoint holds link weights only: one .safetensors file plus one .json saying what each link connects, the
-tensor file's sha256 and the JSON's own sha256 (save_tensors / load_tensors, which train_single.py's adapters and full
-weights use too).
+A checkpoint of a System's links is checkpoints.py's (save_links / load_links).
 """
-import hashlib
-import json
-import os
-import tempfile
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from errors import UserError
 
 VARIANTS = {  # name: (layers, residual, layer norms)
     "1layer": (1, False, False),
@@ -94,171 +89,17 @@ class RecursiveLink(nn.Module):
         return sum(p.numel() for p in self.parameters())
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Checkpoints: <path>.safetensors (the tensors) + <path>.json (what they are, the tensor file's sha256, and
-# "json_sha256": the sha256 of the JSON's other entries, so an edited or corrupted JSON is refused as well).
-# The tensor file is written first, the JSON last, each to a temp name and renamed: a reader that finds a JSON whose
-# checksum does not match the tensor file is looking at a corrupt or half-written checkpoint and refuses it.
-# A JSON written before json_sha256 existed (no such entry) still loads: its tensor file is still checked, and
-# load_links checks every tensor's shape against the links it is loaded into.
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing a part, corrupt, half-written or not finite; the message names the file."""
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def json_digest(info):
-    """The sha256 of a checkpoint JSON's entries other than json_sha256 itself (keys sorted: the digest of the
-    content, not of its layout)."""
-    body = {k: v for k, v in info.items() if k != "json_sha256"}
-    return hashlib.sha256(json.dumps(body, sort_keys=True, ensure_ascii=False).encode("utf-8")).hexdigest()
-
-
-def _replace_atomic(folder, path, write):
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def save_tensors(path, tensors, info):
-    """Write {name: tensor} to <path>.safetensors and `info` plus the file's sha256 to <path>.json (written last).
-    Refuses non-finite tensors (a checkpoint that can never be loaded)."""
-    from safetensors.torch import save_file
-    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"refusing to save '{path}': tensor {bad[0]} is not finite")
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    _replace_atomic(folder, path + ".safetensors", lambda f: save_file(tensors, f))
-    info = dict(info, sha256=sha256_file(path + ".safetensors"))
-    info["json_sha256"] = json_digest(info)
-    _replace_atomic(folder, path + ".json", lambda f: open(f, "w").write(json.dumps(info, indent=1)))
-
-
-def read_meta(path):
-    """The JSON of a checkpoint saved by save_tensors; CheckpointError naming the file when it is missing or broken."""
-    for suffix in (".safetensors", ".json"):
-        if not os.path.exists(path + suffix):
-            raise FileNotFoundError(f"no checkpoint at '{path}' (expected {path}.safetensors and {path}.json; "
-                                    f"{path}{suffix} is missing)")
-    try:
-        with open(path + ".json") as f:
-            info = json.load(f)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"checkpoint '{path}.json' is not valid JSON ({e}); it is corrupt or half-written")
-    if not isinstance(info, dict) or not isinstance(info.get("sha256"), str):
-        raise CheckpointError(f"checkpoint '{path}.json' has no sha256 of its tensor file; it is incomplete "
-                              f"(or written by an older version): save it again")
-    if "json_sha256" in info and info["json_sha256"] != json_digest(info):
-        raise CheckpointError(f"checkpoint '{path}.json' does not match its own json_sha256: it was edited or is "
-                              f"corrupt; use another checkpoint or train again")
-    return info
-
-
-def load_tensors(path):
-    """(tensors, info) of a checkpoint saved by save_tensors, verified: the tensor file's sha256 matches the JSON's,
-    it parses, and every tensor is finite. Otherwise CheckpointError with one line naming the file."""
-    from safetensors.torch import load_file
-    info = read_meta(path)
-    if sha256_file(path + ".safetensors") != info["sha256"]:
-        raise CheckpointError(f"checkpoint '{path}.safetensors' does not match the sha256 in {path}.json: the file "
-                              f"is corrupt or was not fully written; use another checkpoint or train again")
-    try:
-        tensors = load_file(path + ".safetensors")
-    except Exception as e:  # a file that matches its checksum but does not parse: written by something else
-        raise CheckpointError(f"checkpoint '{path}.safetensors' is not a readable safetensors file ({e})") from None
-    bad = [k for k, v in tensors.items() if v.is_floating_point() and not torch.isfinite(v).all()]
-    if bad:
-        raise CheckpointError(f"checkpoint '{path}.safetensors' holds non-finite values (tensor {bad[0]}); refusing it")
-    return tensors, info
-
-
-def save_links(path, links, meta):
-    """Write {name: link}'s weights and a JSON of what each link connects (save_tensors: checksummed, atomic)."""
-    tensors = {f"{name}.{k}": v for name, link in links.items() for k, v in link.state_dict().items()}
-    info = dict(meta, links={name: dict(kind=l.kind, variant=l.variant, d_in=l.d_in, d_out=l.d_out)
-                             for name, l in links.items()})
-    save_tensors(path, tensors, info)
-
-
-def read_link_meta(path):
-    """The JSON of a link checkpoint (FileNotFoundError / CheckpointError naming the file when it is broken)."""
-    info = read_meta(path)
-    if not isinstance(info.get("links"), dict):
-        raise CheckpointError(f"checkpoint '{path}.json' has no 'links' entry: it is not a link checkpoint")
-    return info
-
-
-def load_links(path, links):
-    """Load weights saved by save_links into {name: link}. Raises ValueError naming the problem when the checkpoint
-    connects other agents or other hidden sizes than `links`, or is corrupt, half-written or not finite."""
-    info = read_link_meta(path)
-    saved = info["links"]
-    if set(saved) != set(links):
-        raise ValueError(f"checkpoint '{path}' holds links {sorted(saved)}, this system needs {sorted(links)}; "
-                         f"it was trained for agents {info.get('agents')}")
-    for name, link in links.items():
-        s = saved[name]
-        if (s["d_in"], s["d_out"]) != (link.d_in, link.d_out):
-            raise ValueError(f"link '{name}' in checkpoint '{path}' maps hidden size {s['d_in']} -> {s['d_out']}, "
-                             f"but these agents need {link.d_in} -> {link.d_out}; train links for these agents "
-                             f"or pick the agents the checkpoint was trained for ({info.get('agents')})")
-        if (s["kind"], s["variant"]) != (link.kind, link.variant):
-            raise ValueError(f"link '{name}' in checkpoint '{path}' is {s['kind']}/{s['variant']}, "
-                             f"expected {link.kind}/{link.variant}; pass --link-variant {s['variant']}")
-    tensors, _ = load_tensors(path)
-    for name, link in links.items():
-        want = {f"{name}.{k}" for k in link.state_dict()}
-        got = {k for k in tensors if k.startswith(name + ".")}
-        if got != want:
-            raise CheckpointError(f"checkpoint '{path}.safetensors' lacks or adds tensors for link '{name}' "
-                                  f"({sorted(want ^ got)[:3]}); it does not fit its own JSON")
-        own = link.state_dict()
-        for k in sorted(want):
-            if tensors[k].shape != own[k[len(name) + 1:]].shape:
-                raise CheckpointError(f"checkpoint '{path}.safetensors': tensor {k} is {tuple(tensors[k].shape)}, "
-                                      f"link '{name}' needs {tuple(own[k[len(name) + 1:]].shape)}; its tensors do "
-                                      f"not fit what its JSON says (trained for other agents): use the checkpoint "
-                                      f"made for these agents")
-        link.load_state_dict({k[len(name) + 1:]: tensors[k] for k in want})
-    return info
-
-
-def check_link_file(path):
-    """Check a link checkpoint without any model (argument parsing): both files there, the JSON's own checksum,
-    the tensor file's sha256, and each link's tensor shapes against the hidden sizes its JSON names.
-    CheckpointError / FileNotFoundError with one line naming the file otherwise; returns the JSON."""
-    from safetensors import safe_open
-    info = read_link_meta(path)
-    if sha256_file(path + ".safetensors") != info["sha256"]:
-        raise CheckpointError(f"checkpoint '{path}.safetensors' does not match the sha256 in {path}.json: the file "
-                              f"is corrupt or was not fully written; use another checkpoint or train again")
-    try:
-        with safe_open(path + ".safetensors", "pt") as f:
-            shapes = {k: tuple(f.get_slice(k).get_shape()) for k in f.keys()}
-    except Exception as e:
-        raise CheckpointError(f"checkpoint '{path}.safetensors' is not a readable safetensors file ({e})") from None
-    for name, s in info["links"].items():
-        if not (isinstance(s, dict) and isinstance(s.get("d_in"), int) and isinstance(s.get("d_out"), int)):
-            raise CheckpointError(f"checkpoint '{path}.json': link '{name}' has no hidden sizes d_in / d_out; "
-                                  f"it is not a link checkpoint of this version")
-        first, last = shapes.get(f"{name}.W1.weight"), shapes.get(f"{name}.W2.weight", shapes.get(f"{name}.W1.weight"))
-        if first is None or len(first) != 2 or len(last) != 2 or (first[1], last[0]) != (s["d_in"], s["d_out"]):
-            got = f"{first[1]} -> {last[0]}" if first and len(first) == 2 and len(last) == 2 else "no weights"
-            raise CheckpointError(f"checkpoint '{path}': link '{name}' maps {s['d_in']} -> {s['d_out']} in its JSON "
-                                  f"but {got} in its tensors; the JSON does not describe its tensors: use another "
-                                  f"checkpoint or train again")
-    return info
+def make_links(roles, backbones, topology, variant="2layer_ln_res"):
+    """A System's links: one inner link per agent (its last-layer states -> its own embeddings) and one outer link
+    per edge and feedback edge 'src->dst' (src's thoughts -> dst's embeddings), each sized by the agents it joins
+    (Backbone.embedding_scales) and placed on the device of the agent it feeds. Returns (inner, outer) ModuleDicts."""
+    if variant not in VARIANTS:
+        raise UserError(f"unknown link variant '{variant}'; use one of {', '.join(VARIANTS)}")
+    scales = [bb.embedding_scales() for bb in backbones]  # (embedding rms, hidden rms) per agent
+    inner = nn.ModuleDict({role: RecursiveLink(bb.hidden_size, bb.hidden_size, "inner", variant, in_rms=sc[1],
+                                               out_rms=sc[0]).to(bb.device)
+                           for role, bb, sc in zip(roles, backbones, scales)})
+    outer = nn.ModuleDict({f"{roles[s]}->{roles[d]}": RecursiveLink(
+        backbones[s].hidden_size, backbones[d].hidden_size, "outer", variant, in_rms=scales[s][0],
+        out_rms=scales[d][0]).to(backbones[d].device) for s, d in topology.edges + topology.feedback})
+    return inner, outer

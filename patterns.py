@@ -134,6 +134,23 @@ PRESETS = {  # the paper's lineups (docs/method.md §7): --agents paper-light et
 }
 
 
+def topology(pattern, n):
+    """The Topology of `pattern` for n agents; a UserError naming the patterns there are."""
+    if pattern not in TOPOLOGIES:
+        raise UserError(f"unknown pattern '{pattern}'; use one of {', '.join(TOPOLOGIES)}")
+    return TOPOLOGIES[pattern](n)
+
+
+def user_message(role, question, inbox, alone=False):
+    """An agent's user message: its role's instructions, the question, and each incoming message as 'label:\ntext'
+    (inbox: [(label, text)]), before or after the question as the role says. alone: the question and the closing
+    line only (the single-agent baseline)."""
+    asked = [f"Question:\n{question}"]
+    messages = [f"{label}:\n{text}" for label, text in inbox]
+    body = asked if alone else [role.intro] + (messages + asked if role.slots_first else asked + messages)
+    return "\n\n".join(body + [role.closing])
+
+
 def expand_agents(agents, pattern):
     """'paper-mixture' -> (['deepseek', ...], 'mixture'); 'a,b' -> (['a', 'b'], pattern)."""
     if agents in PRESETS:

@@ -21,12 +21,15 @@ import json
 import os
 import re
 
+from errors import UserError
+from files import read_jsonl
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 REQUIRED = ("question", "answer")
 
 
-class DataError(ValueError):
-    pass
+class DataError(UserError):
+    """A data file the user passed is not usable; the message names the file, the line and the fix."""
 
 
 def gsm8k_row(raw):
@@ -67,12 +70,7 @@ def read_rows(path):
             raise DataError(f"{path}: expected a non-empty JSON list of rows (or an object with a 'data' list)")
         yield from enumerate(rows, 1)
         return
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                yield n, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataError(f"{path}, line {n}: not valid JSON ({e.msg})") from None
+    yield from read_jsonl(path)
 
 
 def target_text(row, fields):
@@ -113,8 +111,8 @@ def load_rows(source="gsm8k", split="train", targets=()):
 
 
 # A synthetic task for the latent-channel proof (train_outer.py --data secret): agent 1 alone reads a secret word,
-# the last agent must name it from agent 1's latents only. Prompts are phrased in several ways; the last
-# few phrasings are held out from training.
+# the other agents must name it from agent 1's latents only (a row's question holds one text per agent). Prompts are
+# phrased in several ways; the phrasings after the first SECRET_TRAINED are held out from training.
 SECRET_WORDS = ["apple", "river", "tiger", "violin", "candle", "rocket", "garden", "winter"]
 SECRET_PHRASINGS = [
     "The secret word is {w}. Remember it.", "Remember this word: {w}.", "Your word is {w}.",
@@ -122,11 +120,13 @@ SECRET_PHRASINGS = [
     "The password today is {w}.", "Think about the word {w}.",
 ]
 SECRET_ASK = "Another agent was told a secret word. What is the word? Answer with the word only."
+SECRET_TRAINED = 6  # phrasings seen in training; the other 2 test that the channel carries the word, not the wording
 
 
-def secret_rows(held_out=False):
-    phr = SECRET_PHRASINGS[6:] if held_out else SECRET_PHRASINGS[:6]
+def secret_rows(agents=2, held_out=False):
+    """Rows of the secret-word task for `agents` agents: agent 1 reads the phrasing, every other agent SECRET_ASK."""
+    phr = SECRET_PHRASINGS[SECRET_TRAINED:] if held_out else SECRET_PHRASINGS[:SECRET_TRAINED]
     # the target is boxed, as the solver's closing line asks: a bare word would fight that instruction (measured:
     # 50% held-out after 80 steps with the bare word, 100% boxed)
-    return [{"question": {"first": p.format(w=w), "last": SECRET_ASK}, "answer": f"\\boxed{{{w}}}", "final": w}
+    return [{"question": [p.format(w=w)] + [SECRET_ASK] * (agents - 1), "answer": f"\\boxed{{{w}}}", "final": w}
             for p in phr for w in SECRET_WORDS]

@@ -7,13 +7,14 @@ and the decoding loop that calls them.
   search   ranks passages of a LOCAL document collection (a JSONL file of {"title", "text"} rows) by a simple
            lexical score (BM25); with no collection configured it says so, never a made-up result.
 """
-import json
 import math
 import re
 from collections import Counter
 
 import torch
 
+from errors import UserError
+from files import read_jsonl
 from model import pad_left
 from sandbox import run_python
 
@@ -28,31 +29,16 @@ def _words(s):
 
 def read_docs(path):
     """The passages of a JSONL file, one {"title", "text"} object a line (title optional, both strings).
-    ValueError with one line naming the file, the line and the fix when it is not that."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise ValueError(f"'{path}' is not UTF-8 text (byte {e.start}); pass a UTF-8 JSONL file of "
-                         f"{{\"title\", \"text\"}} passages") from None
-    except OSError as e:
-        raise ValueError(f"cannot read '{path}' ({e.strerror}); pass a readable JSONL file") from None
+    UserError with one line naming the file, the line and the fix when it is not that."""
     docs = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            doc = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"'{path}' line {n} is not JSON ({e.msg}); each line must be one "
-                             f"{{\"title\", \"text\"}} object") from None
+    for n, doc in read_jsonl(path):
         if not isinstance(doc, dict) or not isinstance(doc.get("text"), str) \
                 or not isinstance(doc.get("title", ""), str):
-            raise ValueError(f"'{path}' line {n} is not a {{\"title\", \"text\"}} object with string values "
-                             f"(got {type(doc).__name__}); fix that line")
+            raise UserError(f"'{path}' line {n} is not a {{\"title\", \"text\"}} object with string values "
+                            f"(got {type(doc).__name__}); fix that line")
         docs.append(doc)
     if not docs:
-        raise ValueError(f"'{path}' holds no passages; pass a JSONL file of {{\"title\", \"text\"}} objects")
+        raise UserError(f"'{path}' holds no passages; pass a JSONL file of {{\"title\", \"text\"}} objects")
     return docs
 
 

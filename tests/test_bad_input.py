@@ -13,7 +13,7 @@ import shutil
 
 import pytest
 
-from links import json_digest
+from checkpoints import json_digest
 
 ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": a} for q, a in [("2+2?", "4"), ("3+5?", "8")]]
 NOT_UTF8 = b'{"question": "caf\xe9", "answer": "x"}\n'  # Latin-1, not UTF-8

@@ -14,7 +14,7 @@ import bench
 from agents import System, build_inputs, rollout
 from conftest import needs_smollm
 from gradprobe import LinkHandover, TextHandover, first_states_grad, grad_probe, grad_table, reinit
-from train_outer import answer_ce
+from losses import answer_ce
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

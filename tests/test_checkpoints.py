@@ -6,12 +6,14 @@ import os
 import pytest
 import torch
 
+import checkpoints
+import cli
 import errors
 import trainer
 import train_inner
 import train_outer
 from agents import System
-from links import CheckpointError, json_digest, load_links, load_tensors, save_tensors
+from checkpoints import CheckpointError, json_digest, load_links, load_tensors, save_tensors
 
 ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": a} for q, a in [("2+2?", "4"), ("3+5?", "8")]]
 
@@ -24,13 +26,13 @@ def pair():
 def _randomise(system, seed):
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for link in system.named_links().values():
+        for link in checkpoints.links_of(system).values():
             for t in link.state_dict().values():  # every tensor: weights, biases, LayerNorms, the scale buffer
                 t.copy_(torch.randn(t.shape, generator=g))
 
 
 def _tensors(system):
-    return {f"{name}.{k}": t for name, link in system.named_links().items() for k, t in link.state_dict().items()}
+    return {f"{name}.{k}": t for name, link in checkpoints.links_of(system).items() for k, t in link.state_dict().items()}
 
 
 def test_every_link_tensor_round_trips_bit_exactly(tmp_path, pair):
@@ -94,7 +96,7 @@ def test_json_without_links_or_checksum_and_non_finite_tensors_are_refused(tmp_p
         save_tensors(str(tmp_path / "nan"), {"w": torch.tensor([1.0, float("nan")])}, {})
     save_tensors(str(tmp_path / "nan"), {"w": torch.tensor([1.0, 2.0])}, {})  # then NaN with a matching checksum
     from safetensors.torch import save_file
-    from links import sha256_file
+    from checkpoints import sha256_file
     save_file({"w": torch.tensor([1.0, float("inf")])}, str(tmp_path / "nan.safetensors"))
     json.dump({"sha256": sha256_file(str(tmp_path / "nan.safetensors"))}, open(tmp_path / "nan.json", "w"))
     with pytest.raises(CheckpointError, match="non-finite values"):
@@ -113,6 +115,7 @@ def _run(system, args, calls=None):
     def loss_fn(batch):
         (calls if calls is not None else []).append(1)
         return sum((p ** 2).sum() for p in system.outer.parameters()) * 1e-3
+    checkpoints.prepare_out(args)  # as the scripts do, right after parsing
     return trainer.train(system, system.outer.parameters(), loss_fn, ROWS, args)
 
 
@@ -211,7 +214,7 @@ def test_a_taken_out_is_refused_before_any_model_loads(tmp_path, script, monkeyp
                                         ("--steps", "ten")])
 def test_bad_numbers_stop_at_parse_time(flag, value, capsys):
     p = argparse.ArgumentParser(prog="train")
-    trainer.add_args(p, steps=30, lr=5e-4, batch=2)
+    cli.add_training_args(p, steps=30, lr=5e-4, batch=2)
     with pytest.raises(SystemExit) as e:
         p.parse_args([flag, value])
     err = capsys.readouterr().err.strip().splitlines()
@@ -221,9 +224,9 @@ def test_bad_numbers_stop_at_parse_time(flag, value, capsys):
 
 def test_resume_and_overwrite_together_and_resume_of_nothing_are_refused(tmp_path, solo):
     with pytest.raises(errors.UserError, match="contradict"):
-        trainer.prepare_out(_args(tmp_path, resume=True, overwrite=True))
+        checkpoints.prepare_out(_args(tmp_path, resume=True, overwrite=True))
     with pytest.raises(errors.UserError, match="no checkpoint"):
-        trainer.prepare_out(_args(tmp_path / "empty", resume=True))
+        checkpoints.prepare_out(_args(tmp_path / "empty", resume=True))
 
 
 def test_link_checkpoint_with_a_link_missing_from_its_tensors_is_refused(tmp_path, pair):
@@ -232,14 +235,14 @@ def test_link_checkpoint_with_a_link_missing_from_its_tensors_is_refused(tmp_pat
     tensors, info = load_tensors(path)
     save_tensors(path, {k: v for k, v in tensors.items() if not k.startswith("inner.solver.")}, info)
     with pytest.raises(CheckpointError, match="inner.solver"):
-        load_links(path, pair.named_links())
+        load_links(path, checkpoints.links_of(pair))
 
 
 # ---- every checkpoint file under a checksum --------------------------------------------------------------------
 
 def _other_agents(path, sizes=None, recompute=False):
     """Edit a link JSON to name tiny-qwen x2 (and, with sizes, their hidden size for every link)."""
-    from links import json_digest
+    from checkpoints import json_digest
     info = json.load(open(path + ".json"))
     info.update(agents=["tiny-qwen", "tiny-qwen"], models=["tiny-qwen", "tiny-qwen"])
     if sizes:

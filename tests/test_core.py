@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import errors
-import model
 from agents import System, build_inputs, rollout, rollout_recompute
-from links import RecursiveLink, VARIANTS, load_links, save_links
-from model import load_backbone
+from checkpoints import load_links, save_links
+from links import RecursiveLink, VARIANTS
+from loading import load_backbone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["tiny-llama", "tiny-qwen"]
@@ -169,7 +169,7 @@ def test_cli_wrong_size_checkpoint_names_both_sizes(tmp_path):
 
 def test_checkpoint_for_other_agents_of_same_size_is_refused(tmp_path):
     import json
-    from links import json_digest
+    from checkpoints import json_digest
     path = str(tmp_path / "ck")
     System(["tiny-llama", "tiny-llama"]).save_links(path)
     System(["tiny-llama", "tiny-llama"]).load_links(path)  # the matching system loads it

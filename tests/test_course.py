@@ -7,15 +7,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import losses
 import bench
-import train_inner
-import train_outer
 from agents import System, build_inputs, rollout, rollout_recompute
 from links import VARIANTS, RecursiveLink
 from errors import UserError
-from model import load_backbone, positions, slot
+from loading import load_backbone
+from model import positions, slot
 from patterns import TOPOLOGIES, slot_name
-from trainer import append_targets
+from losses import append_targets
 
 TINY = ["tiny-llama", "tiny-qwen"]
 ROWS = [{"question": q, "plan": f"Work out {q}", "refined_plan": f"Compute {q} again", "answer": a}
@@ -33,7 +33,7 @@ def one_thread():
 
 
 def _args(**kw):
-    base = dict(rounds=2, latent_steps=2, latents="rollout", supervise="final", max_target_tokens=16)
+    base = dict(rounds=2, latent_steps=2, latents="rollout", supervise="final", max_target_tokens=16, grad_ckpt=False)
     return argparse.Namespace(**dict(base, **kw))
 
 
@@ -215,18 +215,18 @@ def test_a3_debate_trains_every_outer_link():
     torch.manual_seed(0)
     system = System(DEBATE, "debate")
     system.inner.requires_grad_(False)
-    train_outer.outer_loss(system, ROWS[:2], _args()).backward()
+    losses.outer_loss(system, ROWS[:2], _args()).backward()
     for name, link in system.outer.items():
         assert sum(p.grad.abs().sum().item() for p in link.parameters() if p.grad is not None) > 0, name
     opt = torch.optim.AdamW(system.outer.parameters(), lr=1e-2)
-    losses = []
+    seen = []
     for step in range(5):
-        loss = train_outer.outer_loss(system, ROWS[:2], _args())
+        loss = losses.outer_loss(system, ROWS[:2], _args())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(loss.item())
-    assert losses[-1] < 0.97 * losses[0], losses  # AdamW on the four outer links lowers the answer CE
+        seen.append(loss.item())
+    assert seen[-1] < 0.97 * seen[0], seen  # AdamW on the four outer links lowers the answer CE
 
 
 # ---- assignment 4: inner-loop training ------------------------------------------------------------------------
@@ -252,7 +252,7 @@ def test_a4_inner_loss_value():
     for link in system.inner.values():
         _perturb(link, 0.1)
     with torch.no_grad():
-        got = train_inner.inner_loss(system, ROWS[:2], 12)
+        got = losses.inner_loss(system, ROWS[:2], 12)
         torch.testing.assert_close(got, _inner_by_hand(system, ROWS[:2], 12), rtol=1e-5, atol=1e-6)
         assert 0 < got.item() < 2
 
@@ -265,16 +265,16 @@ def test_a4_target_is_the_next_tokens_embedding(monkeypatch):
         system.inner[role] = torch.nn.Identity()
         monkeypatch.setattr(bb, "forward", lambda e, m, cache=None: (torch.cat([e[:, 1:], 0 * e[:, :1]], 1), None))
     with torch.no_grad():
-        assert train_inner.inner_loss(system, ROWS[:3], 12).item() < 1e-6
+        assert losses.inner_loss(system, ROWS[:3], 12).item() < 1e-6
         for bb in system.backbones:
             monkeypatch.setattr(bb, "forward", lambda e, m, cache=None: (e, None))  # h_t = Emb(x_t): one off
-        assert train_inner.inner_loss(system, ROWS[:3], 12).item() > 0.1
+        assert losses.inner_loss(system, ROWS[:3], 12).item() > 0.1
 
 
 def test_a4_gradients_reach_the_inner_links_only():
     system = System(TINY)
     system.outer.requires_grad_(False)
-    train_inner.inner_loss(system, ROWS[:2], 12).backward()
+    losses.inner_loss(system, ROWS[:2], 12).backward()
     for role, link in system.inner.items():
         assert link.W2.weight.grad is not None and link.W2.weight.grad.abs().sum() > 0, role
     assert all(p.grad is None for p in system.outer.parameters())
@@ -290,25 +290,25 @@ def test_a5_answer_ce_is_the_models_own_cross_entropy():
     embeds, mask = build_inputs(bb, prompts, {})
     for max_tokens in (40, 5):
         with torch.no_grad():
-            got = train_outer.answer_ce(bb, embeds, mask, answers, max_tokens)
-            losses = []
+            got = losses.answer_ce(bb, embeds, mask, answers, max_tokens)
+            per_token = []
             for p, a in zip(prompts, answers):
                 ids = bb.encode(a)  # a cut answer gets no end token: the model must not learn to stop mid-text
                 target = ids[:max_tokens] if len(ids) > max_tokens else ids + [bb.tokenizer.eos_token_id]
                 ids = torch.tensor([bb.encode(p) + target])
                 logits = bb.model(input_ids=ids).logits[0, -len(target) - 1:-1]
-                losses.append(F.cross_entropy(logits, torch.tensor(target), reduction="none"))
-        torch.testing.assert_close(got, torch.cat(losses).mean(), rtol=1e-4, atol=1e-5)
+                per_token.append(F.cross_entropy(logits, torch.tensor(target), reduction="none"))
+        torch.testing.assert_close(got, torch.cat(per_token).mean(), rtol=1e-4, atol=1e-5)
 
 
 def test_a5_outer_loss_is_the_final_rounds_answer_ce():
     system = System(TINY)
     with torch.no_grad():
         finals = system.latent_pass([r["question"] for r in ROWS[:2]], 2, 2)
-        ces = [train_outer.answer_ce(system.backbones[-1], e, m, [r["answer"] for r in ROWS[:2]], 16)
+        ces = [losses.answer_ce(system.backbones[-1], e, m, [r["answer"] for r in ROWS[:2]], 16)
                for e, m in finals]
-        torch.testing.assert_close(train_outer.outer_loss(system, ROWS[:2], _args()), ces[-1])
-        torch.testing.assert_close(train_outer.outer_loss(system, ROWS[:2], _args(supervise="all")),
+        torch.testing.assert_close(losses.outer_loss(system, ROWS[:2], _args()), ces[-1])
+        torch.testing.assert_close(losses.outer_loss(system, ROWS[:2], _args(supervise="all")),
                                    ces[-1] + 0.1 * ces[0])
 
 
@@ -323,7 +323,7 @@ def test_a5_gradient_flows_back_through_round_1():
         inputs.append(inp[0] if inputs else inp[0].detach().requires_grad_())
         return (inputs[-1],)
     system.outer["planner->solver"].register_forward_pre_hook(round_1_as_leaf)
-    train_outer.outer_loss(system, ROWS[:2], _args(rounds=2)).backward()
+    losses.outer_loss(system, ROWS[:2], _args(rounds=2)).backward()
     assert len(inputs) == 2, "planner->solver should be used once per round"
     assert inputs[0].grad is not None and inputs[0].grad.abs().sum() > 0, "no gradient reaches round 1"
 
@@ -338,12 +338,12 @@ def test_a5_teacher_latents_leak_the_gold_answer():
     with torch.no_grad():
         bb = system.backbones[0]
         embeds, mask = build_inputs(bb, [system.prompt(0, q, 0) for q in questions], {})
-        got = train_outer.teacher_latents(system, ROWS[:2], 3)(0, embeds, mask, 0)
+        got = losses.teacher_latents(system, ROWS[:2], 3)(0, embeds, mask, 0)
         ids = torch.tensor([bb.encode(r["plan"])[:3] for r in ROWS[:2]])  # the planner's gold text, first m tokens
         hidden, _ = bb.forward(torch.cat([embeds, bb.embed(ids)], 1), torch.cat([mask, torch.ones_like(ids)], 1))
         torch.testing.assert_close(got, system.inner["planner"](hidden[:, -3:]), rtol=1e-5, atol=1e-6)
         runs = {kind: [system.latent_pass(questions, 2, 3, make) for make in makes] for kind, makes in [
-            ("teacher", [train_outer.teacher_latents(system, rows, 3) for rows in (ROWS[:2], other)]),
+            ("teacher", [losses.teacher_latents(system, rows, 3) for rows in (ROWS[:2], other)]),
             ("rollout", [None, None])]}
     same = lambda a, b: torch.equal(a[0], b[0])
     (t1, t2), (r1, r2) = runs["teacher"], runs["rollout"]

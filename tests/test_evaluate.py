@@ -51,7 +51,8 @@ def test_a_row_holds_question_texts_prediction_gold_and_rule(tmp_path, monkeypat
 
 
 def test_file_names_keep_methods_agents_and_links_apart(tmp_path):
-    from links import RecursiveLink, save_links
+    from checkpoints import save_links
+    from links import RecursiveLink
     ck = tmp_path / "outer"
     save_links(str(ck / "links"), {"inner.solver": RecursiveLink(64, 64)}, {})  # --links is checked at parsing
     stem = lambda *extra: evaluate.parse(["--agents", "smollm,tiny-qwen", "--limit", "1", "--out", "o", *extra])[2][0][1]
@@ -275,7 +276,7 @@ def test_llm_judge_replaces_exact_match(monkeypatch):
 
 
 def test_judge_answer_asks_a_backbone(monkeypatch):
-    from model import load_backbone
+    from loading import load_backbone
     bb = load_backbone("tiny-llama")
     monkeypatch.setattr(bb, "generate", lambda e, m, max_new_tokens: (["Yes."], [2]))
     assert benchmarks.judge_answer(bb, "q", "a", "a") == (True, "Yes.")

@@ -5,7 +5,7 @@ import torch
 
 import fast
 from agents import System, build_inputs, rollout
-from model import load_backbone
+from loading import load_backbone
 
 ARCHS = ["tiny-llama", "tiny-qwen", "tiny-qwen3"]  # Qwen3: q/k norms and a head size that is not d / heads
 cuda = pytest.mark.skipif(not torch.cuda.is_available(),
@@ -55,48 +55,49 @@ def test_compiled_step_equals_eager():
     assert _steps_against_eager(load_backbone("tiny-qwen"), "compile", steps=3) < 1e-5
 
 
-def test_fast_rollout_and_answers_equal_eager():
-    system = System(["tiny-llama", "tiny-qwen"], fast="off")
-    bb, inner = system.backbones[0], system.inner[system.roles[0]]
+def test_two_systems_keep_their_own_decoder(monkeypatch):
+    """Two Systems on the same shared backbones, one eager and one on the static fast path, in one process: each
+    keeps its own decoder (nothing is stored on the shared backbone), and both compute the same rollouts and answers."""
+    eager = System(["tiny-llama", "tiny-qwen"], fast="off")
+    quick = System(["tiny-llama", "tiny-qwen"], fast="static")
+    assert quick.backbones[0] is eager.backbones[0] and quick.backbones[1] is eager.backbones[1]
     with torch.no_grad():
-        for p in system.parameters():  # trained-looking links, not the identity-like init
+        for p in eager.parameters():  # trained-looking links, not the identity-like init
             p.add_(0.02 * torch.randn_like(p))
-        prompts = [system.prompt(0, q, 0) for q in ("Hi.", "Add 17 and 25, then double it.")]
-        embeds, mask = build_inputs(bb, prompts, {})
-        ref = rollout(bb, inner, embeds, mask, 4)
-        ref_latent = system.run(["What is 2+3?", "Name a colour."], "latent", 2, 4, max_new_tokens=12)
-        ref_text = system.run(["What is 2+3?"], "text", 1, 4, max_new_tokens=12)
-        for b in system.backbones:
-            b.fast = "static"
-        try:
-            torch.testing.assert_close(rollout(bb, inner, embeds, mask, 4), ref, rtol=1e-5, atol=1e-5)
-            latent = system.run(["What is 2+3?", "Name a colour."], "latent", 2, 4, max_new_tokens=12)
-            text = system.run(["What is 2+3?"], "text", 1, 4, max_new_tokens=12)
-        finally:
-            for b in system.backbones:
-                b.fast = "off"
-    assert [r["text"] for r in latent] == [r["text"] for r in ref_latent]
-    assert [r["written"] for r in text] == [r["written"] for r in ref_text]
+    quick.load_state_dict(eager.state_dict())
+    built, real = [], fast.StaticDecoder
+    monkeypatch.setattr(fast, "StaticDecoder", lambda bb, *a: built.append(bb.name) or real(bb, *a))
+    for bb in eager.backbones:
+        fast.decoders(bb).clear()
+    qs = ["What is 2+3?", "Name a colour."]
+    ref = eager.run(qs, "latent", 2, 4, max_new_tokens=12) + eager.run(qs[:1], "text", 1, 4, max_new_tokens=12)
+    assert built == []  # the eager System never steps through the fast path, though the fast one was built after it
+    out = quick.run(qs, "latent", 2, 4, max_new_tokens=12) + quick.run(qs[:1], "text", 1, 4, max_new_tokens=12)
+    assert set(built) == {bb.name for bb in quick.backbones}
+    n = len(built)
+    again = eager.run(qs, "latent", 2, 4, max_new_tokens=12)
+    assert len(built) == n and [r["text"] for r in again] == [r["text"] for r in ref[:2]]  # still eager
+    assert [r["written"] for r in out] == [r["written"] for r in ref]
+    bb, prompts = eager.backbones[0], [eager.prompt(0, q, 0) for q in qs]
+    embeds, mask = build_inputs(bb, prompts, {})
+    with torch.no_grad():
+        torch.testing.assert_close(rollout(bb, quick.inner["planner"], embeds, mask, 4, fast.choose("static")),
+                                   rollout(bb, eager.inner["planner"], embeds, mask, 4), rtol=1e-5, atol=1e-5)
 
 
 def test_decoder_reuse_forgets_the_previous_prompt():
     """A decoder is kept per shape and reused: stale cache columns from a longer earlier run must not leak. The
     identity link hands the step's own output back in (a buffer the next step overwrites, were it not copied)."""
     bb = load_backbone("tiny-llama")
-    inner = torch.nn.Identity()
+    inner, static = torch.nn.Identity(), fast.choose("static")
     embeds, mask = _batch(bb, T=9)
     short_e, short_m = embeds[:, 4:], mask[:, 4:]
     fast.decoders(bb).clear()
-    try:
-        with torch.no_grad():
-            bb.fast = "off"
-            ref = rollout(bb, inner, short_e, short_m, 3)
-            bb.fast = "static"
-            rollout(bb, inner, embeds, mask, 20)           # fills many columns
-            again = rollout(bb, inner, short_e, short_m, 3)  # same shape bucket: the same decoder object
-            assert len(fast.decoders(bb)) == 1
-    finally:
-        bb.fast = "off"
+    with torch.no_grad():
+        ref = rollout(bb, inner, short_e, short_m, 3)
+        rollout(bb, inner, embeds, mask, 20, static)           # fills many columns
+        again = rollout(bb, inner, short_e, short_m, 3, static)  # same shape bucket: the same decoder object
+        assert len(fast.decoders(bb)) == 1
     torch.testing.assert_close(again, ref, rtol=1e-5, atol=1e-5)
 
 
@@ -138,12 +139,10 @@ def test_a_decoder_that_cannot_be_built_falls_back_to_eager(monkeypatch, capsys)
         raise RuntimeError("operation not permitted when stream is capturing")
     monkeypatch.setattr(fast, "StaticDecoder", broken)
     fast.decoders(bb).clear()
-    bb.fast = "graph"
     try:
-        assert bb.generate(embeds, mask, max_new_tokens=6) == ref
+        assert bb.generate(embeds, mask, max_new_tokens=6, decoder=fast.choose("graph")) == ref
         assert fast.decoder(bb, 2, 16, "graph") is None  # it stays eager, without trying again
     finally:
-        bb.fast = "off"
         fast._BROKEN.discard(bb)
     assert "using the eager path" in capsys.readouterr().err
 

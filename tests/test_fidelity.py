@@ -7,12 +7,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import losses
 import agents
+import patterns
 import trainer
-import train_inner
-import train_outer
 from agents import System
-from model import load_backbone
+from loading import load_backbone
 
 ARCHS = ["tiny-llama", "tiny-qwen", "tiny-gemma3"]
 ROWS = [{"question": q, "plan": f"Add or subtract: {q}", "refined_plan": f"Compute {q}", "answer": a}
@@ -21,7 +21,7 @@ ROWS = [{"question": q, "plan": f"Add or subtract: {q}", "refined_plan": f"Compu
 
 def _args(**kw):
     return argparse.Namespace(**dict(dict(rounds=2, latent_steps=3, latents="rollout", supervise="final",
-                                          max_target_tokens=64, teacher_tokens=80), **kw))
+                                          max_target_tokens=64, teacher_tokens=80, grad_ckpt=False), **kw))
 
 
 # ---- loss alignment ---------------------------------------------------------------------------------------------
@@ -41,17 +41,17 @@ def test_answer_ce_equals_the_hf_models_own_loss(name):
     embeds = bb.embed(torch.tensor([prompt]))
     mask = torch.ones(1, len(prompt), dtype=torch.long)
     full = bb.encode(answer) + [bb.tokenizer.eos_token_id]  # a whole target: its end token is learned
-    ours = train_outer.answer_ce(bb, embeds, mask, [answer], max_tokens=64)
+    ours = losses.answer_ce(bb, embeds, mask, [answer], max_tokens=64)
     assert torch.allclose(ours, _hf_loss(bb, [prompt], [full]), atol=1e-5)
     # a cut target: only its first 5 tokens, and no end token (the model must not learn to stop there)
-    cut = train_outer.answer_ce(bb, embeds, mask, [answer], max_tokens=5)
+    cut = losses.answer_ce(bb, embeds, mask, [answer], max_tokens=5)
     assert torch.allclose(cut, _hf_loss(bb, [prompt], [bb.encode(answer)[:5]]), atol=1e-5)
 
 
 def test_cut_targets_mask_their_end_and_whole_ones_learn_it():
     bb = load_backbone("tiny-llama")
     embeds, mask = bb.embed(torch.tensor([[5, 6], [5, 6]])), torch.ones(2, 2, dtype=torch.long)
-    _, _, ids, tmask = trainer.append_targets(bb, embeds, mask, ["abcdef", "ab"], max_tokens=4)
+    _, _, ids, tmask = losses.append_targets(bb, embeds, mask, ["abcdef", "ab"], max_tokens=4)
     eos = bb.tokenizer.eos_token_id
     assert ids[0].tolist() == bb.encode("abcd") and tmask[0].tolist() == [1, 1, 1, 1]
     assert ids[1, :3].tolist() == bb.encode("ab") + [eos] and tmask[1].tolist() == [1, 1, 1, 0]
@@ -64,7 +64,7 @@ def test_inner_loss_targets_the_embedding_of_the_next_token():
             p.add_(0.05 * torch.randn_like(p))
     rows = ROWS[:1]
     bb, role = system.backbones[0], system.roles[0]
-    got = train_inner.inner_loss(system, rows, max_tokens=64)
+    got = losses.inner_loss(system, rows, max_tokens=64)
     prompt = [t for t in bb.split_slots(system.prompt(0, rows[0]["question"], 0)) if not isinstance(t, str)]
     prompt = sum(prompt, [])
     target = bb.encode(rows[0]["answer"]) + [bb.tokenizer.eos_token_id]
@@ -136,7 +136,7 @@ def test_latent_steps_are_counted_where_they_are_made():
 
 def test_training_rolls_out_exactly_as_inference(monkeypatch):
     system = System(["tiny-llama", "tiny-qwen"])
-    seen, ce, answer = {}, train_outer.answer_ce, system.answer
+    seen, ce, answer = {}, losses.answer_ce, system.answer
 
     def train_ce(bb, embeds, mask, *a, **k):  # the final agent's inputs in training
         seen["train"] = (embeds, mask)
@@ -145,9 +145,9 @@ def test_training_rolls_out_exactly_as_inference(monkeypatch):
     def infer_answer(i, embeds, mask, *rest):  # the final agent's inputs at inference
         seen["infer"] = (embeds, mask)
         return answer(i, embeds, mask, *rest)
-    monkeypatch.setattr(train_outer, "answer_ce", train_ce)
+    monkeypatch.setattr(losses, "answer_ce", train_ce)
     monkeypatch.setattr(system, "answer", infer_answer)
-    loss = train_outer.outer_loss(system, ROWS[:2], _args(rounds=3, latent_steps=4))
+    loss = losses.outer_loss(system, ROWS[:2], _args(rounds=3, latent_steps=4))
     assert loss.requires_grad  # the training pass records gradients through the rollouts
     system.run([r["question"] for r in ROWS[:2]], "latent", rounds=3, latent_steps=4, max_new_tokens=2)
     (te, tm), (ie, im) = seen["train"], seen["infer"]
@@ -183,6 +183,6 @@ def test_the_paper_scaled_structure_builds_and_runs():
     system = System(["tiny-gemma3", "tiny-llama", "tiny-qwen3.5"])
     assert [type(bb.model).__name__ for bb in system.backbones] == [
         "Gemma3ForConditionalGeneration", "LlamaForCausalLM", "Qwen3_5ForConditionalGeneration"]
-    assert agents.PRESETS["paper-scaled"] == ("sequential", "gemma,llama-3b,qwen3.5-4b")
+    assert patterns.PRESETS["paper-scaled"] == ("sequential", "gemma,llama-3b,qwen3.5-4b")
     rec = system.run(["What is 2+2?", "Hi"], "latent", rounds=2, latent_steps=3, max_new_tokens=4)
     assert rec[0]["latent_steps"] == 15 and all(r["tokens"]["solver"] > 0 for r in rec)

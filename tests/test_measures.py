@@ -19,6 +19,7 @@ import types
 import pytest
 import torch
 
+import losses
 import bench
 import evaluate
 import trainer
@@ -296,7 +297,7 @@ def test_step_bytes_are_the_decoder_weights_by_hand():
     """tiny-llama: d 64, 2 layers, 4 heads of 16, 2 KV heads (k, v: 64 -> 32), MLP 128, float32. A layer: q 64·64 +
     k 64·32 + v 64·32 + o 64·64 = 12,288; gate, up, down 3 · 64·128 = 24,576; two RMSNorms 128: 36,992 weights.
     Two layers 73,984 + the final norm 64 = 74,048 weights · 4 bytes = 296,192 bytes (no embeddings, no LM head)."""
-    from model import load_backbone
+    from loading import load_backbone
     assert bench.step_bytes(load_backbone("tiny-llama")) == 296_192
 
 
@@ -389,7 +390,7 @@ class Weights:
         self.params = params
 
     def save(self, path, extra):  # the writer the real runs use: checksummed, so --resume accepts it
-        from links import save_tensors
+        from checkpoints import save_tensors
         save_tensors(path, {f"p{i}": p for i, p in enumerate(self.params)}, extra)
 
     def load(self, path):
@@ -517,9 +518,9 @@ def test_a_non_finite_loss_stops_before_it_touches_the_weights(tmp_path, capsys,
 
 
 def test_non_finite_weights_stop_the_run_and_the_last_good_checkpoint_stays(tmp_path, capsys):
-    """Step 3's loss is finite but leaves w = NaN: the checkpoint writer (links.save_tensors) refuses it, and the run
+    """Step 3's loss is finite but leaves w = NaN: the checkpoint writer (checkpoints.save_tensors) refuses it, and the run
     stops with exit 3 naming step 3; OUT/latest still names step 2, whose weights are the finite ones."""
-    from links import load_tensors, save_tensors
+    from checkpoints import load_tensors, save_tensors
 
     class Checked(Weights):
         def save(self, path, extra):
@@ -651,11 +652,11 @@ def test_a_cut_target_gets_no_end_token_and_the_share_cut_is_reported(capsys):
     "abcdef" (6): longer, cut to a b c d, NO end token (padding after it is masked) -> 1 1 1 1 0
     "abcd"   (4): not longer than 4, so it keeps its end token: a b c d <eos>       -> 1 1 1 1 1   (length L = 5)
     Reported: 1 of 3 targets is longer than the budget, 33.3%."""
-    from model import load_backbone
+    from loading import load_backbone
     bb = load_backbone("tiny-llama")
     eos, (a, b, c, d) = bb.tokenizer.eos_token_id, bb.encode("abcd")
     embeds, mask = torch.zeros(3, 2, bb.hidden_size), torch.ones(3, 2, dtype=torch.long)
-    full_embeds, full_mask, ids, tmask = trainer.append_targets(bb, embeds, mask, ["ab", "abcdef", "abcd"], 4)
+    full_embeds, full_mask, ids, tmask = losses.append_targets(bb, embeds, mask, ["ab", "abcdef", "abcd"], 4)
     assert ids.tolist() == [[a, b, eos, eos, eos], [a, b, c, d, eos], [a, b, c, d, eos]]
     assert tmask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 0], [1, 1, 1, 1, 1]]
     assert full_mask.tolist() == [[1, 1] + m for m in tmask.tolist()] and full_embeds.shape == (3, 7, bb.hidden_size)

@@ -11,13 +11,15 @@ import time
 import pytest
 import torch
 
+import protocol
 import agents
 import benchmarks
 import evaluate
 import sandbox
 import train_single
 import trainer
-from agents import FINAL_ANSWER, System
+from agents import System
+from protocol import FINAL_ANSWER
 from sandbox import run_tests
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -61,23 +63,23 @@ def test_the_settings_table_matches_the_code():
              if ast.literal_eval(here) != code_value(ref)]
     assert wrong == []
     named = {ref for _, _, ref in rows}  # every benchmark has its budget in the table
-    assert {f'evaluate.PAPER_TOKENS["{b}"]' for b in benchmarks.BENCHMARKS} <= named
+    assert {f'protocol.PAPER_TOKENS["{b}"]' for b in benchmarks.BENCHMARKS} <= named
 
 
 def test_the_paper_protocol_is_built_from_those_constants():
     for name in benchmarks.BENCHMARKS:
         kind = "code" if name in ("humaneval", "humanevalplus", "mbpp", "mbppplus") else (
             "lcb" if name == "livecodebench" else "math")
-        s = evaluate.protocol_settings("paper", name, kind)
+        s = protocol.settings("paper", name, kind)
         code = kind in ("code", "lcb")
-        assert s == dict(max_new_tokens=evaluate.PAPER_TOKENS[name],
-                         temperature=evaluate.PAPER_CODE_TEMPERATURE if code else evaluate.PAPER_TEMPERATURE,
-                         top_p=evaluate.PAPER_TOP_P, seeds=evaluate.PAPER_SEEDS,
-                         samples=evaluate.PAPER_AIME_SAMPLES if name.startswith("aime") else 1,
-                         rounds=evaluate.PAPER_ROUNDS, latent_steps=evaluate.PAPER_LATENT_STEPS,
-                         final_answer_tokens=(evaluate.FINAL_ANSWER_CODE_TOKENS if code
-                                              else evaluate.FINAL_ANSWER_TOKENS),
-                         test_timeout=evaluate.SECONDS_PER_TEST), name
+        assert s == dict(max_new_tokens=protocol.PAPER_TOKENS[name],
+                         temperature=protocol.PAPER_CODE_TEMPERATURE if code else protocol.PAPER_TEMPERATURE,
+                         top_p=protocol.PAPER_TOP_P, seeds=protocol.PAPER_SEEDS,
+                         samples=protocol.PAPER_AIME_SAMPLES if name.startswith("aime") else 1,
+                         rounds=protocol.PAPER_ROUNDS, latent_steps=protocol.PAPER_LATENT_STEPS,
+                         final_answer_tokens=(protocol.FINAL_ANSWER_CODE_TOKENS if code
+                                              else protocol.FINAL_ANSWER_TOKENS),
+                         test_timeout=protocol.SECONDS_PER_TEST), name
 
 
 def _runs(tmp_path, *argv):

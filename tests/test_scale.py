@@ -8,7 +8,7 @@ from agents import System, rollout
 
 FAMILIES = ["tiny-llama", "tiny-qwen", "tiny-gemma3", "tiny-qwen3.5"]
 VARIANTS = ["2layer_ln_res", "2layer_res"]  # after a LayerNorm (scale = out_rms), and without (out_rms / in_rms)
-# real text, and not the text agents.embedding_stats measures on: the yardstick must not be the rule's own number
+# real text, and not the text Backbone.embedding_scales measures on: the yardstick must not be the rule's own number
 TEXT = "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. How many?"
 
 

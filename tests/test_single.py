@@ -6,14 +6,15 @@ import sys
 import pytest
 import torch
 
+import losses
+import baselines
 import agents
 import errors
-import model
 import train_single
 from agents import System
 from conftest import kill_and_resume
-from model import load_backbone
-from train_single import Tuned, trained_backbone
+from loading import load_backbone
+from baselines import Tuned, trained_backbone
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAMILIES = ["tiny-llama", "tiny-qwen", "tiny-gemma3", "tiny-qwen3.5"]
@@ -41,10 +42,10 @@ def test_training_prompt_is_the_single_baselines(monkeypatch):
     monkeypatch.setattr(agents, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or
                         real(bb, prompts, lat))
     System(["tiny-qwen", "tiny-llama"]).run(["2+2?", "3+5?"], mode="single", max_new_tokens=1)
-    monkeypatch.setattr(train_single, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or
+    monkeypatch.setattr(losses, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or
                         real(bb, prompts, lat))
     solo = System(["tiny-llama"])
-    train_single.single_loss(solo, Tuned(solo.backbones[0], "full"), ROWS[:2], 8)
+    losses.single_loss(solo, Tuned(solo.backbones[0], "full").backbone, ROWS[:2], 8)
     assert len(seen) == 2 and seen[0] == seen[1]
     assert "Question:\n2+2?" in seen[1][0] and "<|slot:" not in seen[1][0]
 
@@ -55,7 +56,7 @@ def test_gradients_reach_what_the_method_trains_and_never_the_cached_backbone(me
     before = _snapshot(bb)
     tuned = Tuned(bb, method)
     solo = System(["tiny-llama"])
-    train_single.single_loss(solo, tuned, ROWS[:2], 16).backward()
+    losses.single_loss(solo, tuned.backbone, ROWS[:2], 16).backward()
     opt = torch.optim.AdamW(list(tuned.params.values()), lr=1e-2)
     opt.step()
     got = {n for n, p in tuned.backbone.model.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
@@ -88,9 +89,9 @@ def test_lora_on_the_qwen3_5_4b_shape_trains_the_papers_share():
     built on the meta device (no weights, no download), with the same add_lora the baseline uses."""
     import transformers
     with torch.device("meta"):
-        qwen = transformers.Qwen3_5ForConditionalGeneration(transformers.Qwen3_5Config(**train_single.QWEN3_5_4B))
+        qwen = transformers.Qwen3_5ForConditionalGeneration(transformers.Qwen3_5Config(**baselines.QWEN3_5_4B))
     total = sum(p.numel() for p in qwen.parameters())
-    lora = train_single.add_lora(qwen)
+    lora = baselines.add_lora(qwen)
     trained = sum(p.numel() for p in lora.parameters() if p.requires_grad)
     assert trained == pytest.approx(15.92e6, rel=0.1) and trained / total == pytest.approx(0.0037, rel=0.1)
 
@@ -179,7 +180,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path, method):
                 "--steps", "12", "--ckpt-every", "4", "--lr", "1e-2", "--log-every", "100", "--out", str(out), *extra]
     whole, resumed = kill_and_resume(cmd, tmp_path, ROOT)
     assert "resumed from step" in resumed.stdout
-    name = train_single.FILE[method]
+    name = baselines.FILE[method]
     a = (tmp_path / "whole" / f"{name}.safetensors").read_bytes()
     b = (tmp_path / "cut" / f"{name}.safetensors").read_bytes()
     assert a == b  # bit-identical trained tensors

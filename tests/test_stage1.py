@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import losses
 import train_inner
 from agents import System
 from model import slot
@@ -36,18 +37,18 @@ def test_each_agent_reads_the_upstream_gold_texts_exactly_at_its_slots(pattern, 
         for name, field in SLOTS[(pattern, n)].get(i, {}).items():
             assert want.count(slot(name)) == 1, (pattern, i, name)
             want = want.replace(slot(name), ROW[field])
-        assert train_inner.stage1_prompt(system, i, ROW) == want, (pattern, system.roles[i])
+        assert losses.stage1_prompt(system, i, ROW) == want, (pattern, system.roles[i])
         own = train_inner.target_text(ROW, train_inner.role_targets(system.roles[i]))
         assert own not in want, (pattern, system.roles[i], "reads its own target: its link would learn to copy")
 
 
 def test_the_planner_reads_no_upstream_text_and_no_feedback():
     system = System(["tiny-llama"] * 3)
-    planner = train_inner.stage1_prompt(system, 0, ROW)
+    planner = losses.stage1_prompt(system, 0, ROW)
     assert "<|slot:" not in planner
     for field in ("plan", "refined_plan", "answer"):
         assert ROW[field] not in planner, field
-    critic, solver = (train_inner.stage1_prompt(system, i, ROW) for i in (1, 2))
+    critic, solver = (losses.stage1_prompt(system, i, ROW) for i in (1, 2))
     assert ROW["plan"] in critic and ROW["refined_plan"] not in critic and ROW["answer"] not in critic
     assert ROW["refined_plan"] in solver and ROW["plan"] not in solver and ROW["answer"] not in solver
 
@@ -81,7 +82,7 @@ def test_the_loss_covers_the_target_tokens_only_as_computed_by_hand():
             count += L
         per_agent.append(total / count)
     want = sum(per_agent) / len(per_agent)
-    got = train_inner.inner_loss(system, rows, max_tokens=64)
+    got = losses.inner_loss(system, rows, max_tokens=64)
     assert torch.allclose(got, want, atol=1e-5), (got.item(), want.item())
 
 
@@ -91,11 +92,11 @@ MIXED = [dict(ROW, question=f"{d} question {k}", domain=d) for d in ("math", "co
 def test_each_mixture_specialist_learns_from_its_own_domain_and_the_summarizer_from_all(monkeypatch):
     system = System(["tiny-llama"] * 4, "mixture")
     seen = {role: [] for role in system.roles}
-    prompt = train_inner.stage1_prompt
-    monkeypatch.setattr(train_inner, "stage1_prompt",
+    prompt = losses.stage1_prompt
+    monkeypatch.setattr(losses, "stage1_prompt",
                         lambda s, i, row: seen[s.roles[i]].append(row["question"]) or prompt(s, i, row))
     with torch.no_grad():
-        train_inner.inner_loss(system, MIXED, max_tokens=8)
+        losses.inner_loss(system, MIXED, max_tokens=8)
     assert seen["math"] == [r["question"] for r in MIXED if r["domain"] == "math"]
     assert seen["code"] == ["code question 1", "code question 2"]
     assert seen["science"] == ["science question 1", "science question 2"]

@@ -8,10 +8,12 @@ import sys
 import pytest
 import torch
 
+import losses
+import checkpoints
 import trainer
-import train_inner
 import train_outer
 from agents import System
+from errors import UserError
 from conftest import kill_and_resume
 from rows import DataError, load_rows
 
@@ -21,7 +23,8 @@ ROWS = [{"question": q, "plan": f"Add or subtract: {q}", "refined_plan": f"Compu
 
 
 def _args(**kw):
-    base = dict(rounds=3, latent_steps=3, latents="rollout", supervise="final", max_target_tokens=32, teacher_tokens=8)
+    base = dict(rounds=3, latent_steps=3, latents="rollout", supervise="final", max_target_tokens=32, teacher_tokens=8,
+                grad_ckpt=False)
     return argparse.Namespace(**dict(base, **kw))
 
 
@@ -31,7 +34,7 @@ def test_gradients_reach_every_outer_link_and_never_the_backbone(latents, superv
     system.inner.requires_grad_(False)
     frozen = {id(bb): [p.detach().clone() for p in bb.model.parameters()] for bb in system.backbones}
     opt = torch.optim.AdamW(system.outer.parameters(), lr=1e-2)
-    loss = train_outer.outer_loss(system, ROWS[:2], _args(latents=latents, supervise=supervise))
+    loss = losses.outer_loss(system, ROWS[:2], _args(latents=latents, supervise=supervise))
     loss.backward()
     # solver->planner is used only as feedback in rounds 1-2 of 3: its gradient comes back through later rounds
     assert set(system.outer) == {"planner->critic", "critic->solver", "solver->planner"}
@@ -49,7 +52,7 @@ def test_gradients_reach_every_outer_link_and_never_the_backbone(latents, superv
 def test_inner_loss_trains_inner_links_only():
     system = System(["tiny-llama", "tiny-qwen"])
     system.outer.requires_grad_(False)
-    loss = train_inner.inner_loss(system, ROWS[:2], 32)
+    loss = losses.inner_loss(system, ROWS[:2], 32)
     loss.backward()
     assert 0 < loss.item() < 2
     assert all(p.grad is not None and p.grad.abs().sum() > 0
@@ -113,7 +116,7 @@ def test_malformed_rows_are_reported_with_their_line(tmp_path):
     with pytest.raises(DataError, match=r"line 2: missing or empty field\(s\) refined_plan"):
         load_rows(str(f), targets=[("plan",), ("refined_plan",), ("answer",)])
     f.write_text('{"question": "q", "plan": "p", "refined_plan": "r", "answer": "a"}\n{not json\n')
-    with pytest.raises(DataError, match="line 2: not valid JSON"):
+    with pytest.raises(UserError, match="line 2 is not JSON"):
         load_rows(str(f))
 
 
@@ -147,7 +150,7 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(monkeypatch):
     results = []
     for ck in (False, True):
         system.zero_grad(set_to_none=True)
-        loss = train_outer.outer_loss(system, ROWS[:2], _args(rounds=2, grad_ckpt=ck))
+        loss = losses.outer_loss(system, ROWS[:2], _args(rounds=2, grad_ckpt=ck))
         loss.backward()
         results.append((loss.detach(), [p.grad.clone() for p in system.outer.parameters()]))
     torch.testing.assert_close(results[0][0], results[1][0])
@@ -177,7 +180,7 @@ def test_torchrun_two_processes_equal_one_process_with_the_same_global_batch(tmp
                           *common], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     a, b = load_file(tmp_path / "two" / "links.safetensors"), load_file(tmp_path / "one" / "links.safetensors")
-    start = System(["tiny-llama", "tiny-qwen"]).named_links()
+    start = checkpoints.links_of(System(["tiny-llama", "tiny-qwen"]))
     moved = 0.0
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6)
@@ -190,7 +193,7 @@ def test_the_secret_task_hides_the_word_from_the_last_agent_and_reads_back_its_b
     from rows import SECRET_WORDS, secret_rows
     system = System(["tiny-llama", "tiny-llama"])
     train, held = secret_rows(), secret_rows(held_out=True)
-    assert {r["question"]["first"] for r in train}.isdisjoint(r["question"]["first"] for r in held)
+    assert {r["question"][0] for r in train}.isdisjoint(r["question"][0] for r in held)
     for r in train + held:
         first, last = system.prompt(0, r["question"], 0), system.prompt(1, r["question"], 0)
         assert r["final"] in first and not any(w in last.lower() for w in SECRET_WORDS)  # only latents can carry it
