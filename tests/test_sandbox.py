@@ -18,6 +18,7 @@ import pytest
 import benchmarks
 import evaluate
 import sandbox
+import seccomp
 from sandbox import run_python, run_tests
 
 pytestmark = pytest.mark.sandbox  # skipped with the reason where bubblewrap cannot start (conftest.py)
@@ -683,14 +684,14 @@ def test_an_environment_under_the_temp_dir_runs_inside_the_sandbox(tmp_path, via
 
 ARCH = platform.machine()
 COL = 0 if ARCH == "x86_64" else 1
-needs_filter = pytest.mark.skipif(sandbox.seccomp_program() is None,
-                                  reason=f"no system-call table for {ARCH} in sandbox.py: the filter is not loaded")
+needs_filter = pytest.mark.skipif(seccomp.seccomp_program() is None,
+                                  reason=f"no system-call table for {ARCH} in seccomp.py: the filter is not loaded")
 needs_root_tmpfs = pytest.mark.skipif(os.geteuid() != 0, reason="the inode cap needs root: bubblewrap's --tmpfs takes "
                                       "only --size, so without root /tmp and /dev/shm are capped in bytes, not files")
 
 
 def _nr(name):
-    return sandbox.DENIED[name][COL]
+    return seccomp.DENIED[name][COL]
 
 
 def _libc():
@@ -716,10 +717,10 @@ def _bpf(prog, arch, nr):
 
 @pytest.mark.parametrize("arch", ["x86_64", "aarch64"])
 def test_the_filter_program_refuses_exactly_the_denied_calls(arch):
-    prog, deny, allow = sandbox.seccomp_program(arch), 0x00050000 | errno.EPERM, 0x7FFF0000
-    own = sandbox.AUDIT_ARCH[arch]
-    denied = {v[0 if arch == "x86_64" else 1] for v in sandbox.DENIED.values()}
-    assert len(denied) == len(sandbox.DENIED)  # no two names share a number: a typo would show here
+    prog, deny, allow = seccomp.seccomp_program(arch), 0x00050000 | errno.EPERM, 0x7FFF0000
+    own = seccomp.AUDIT_ARCH[arch]
+    denied = {v[0 if arch == "x86_64" else 1] for v in seccomp.DENIED.values()}
+    assert len(denied) == len(seccomp.DENIED)  # no two names share a number: a typo would show here
     for nr in denied:
         assert _bpf(prog, own, nr) == deny
     for nr in set(range(0, 460)) - denied:  # read, write, openat, mmap, clone, execve, exit_group, ... allowed
@@ -727,7 +728,7 @@ def test_the_filter_program_refuses_exactly_the_denied_calls(arch):
     assert _bpf(prog, 0x40000003, 20) == deny  # AUDIT_ARCH_I386: the 32-bit entry (int 0x80) on x86_64
     assert _bpf(prog, 0x40000028, 20) == deny  # AUDIT_ARCH_ARM: 32-bit ARM
     if arch == "x86_64":
-        assert _bpf(prog, own, sandbox.X32_SYSCALL_BIT | 39) == deny  # x32's getpid
+        assert _bpf(prog, own, seccomp.X32_SYSCALL_BIT | 39) == deny  # x32's getpid
 
 
 PROBE = """import ctypes, os
@@ -788,7 +789,7 @@ def test_the_filter_refuses_each_denied_family(family):
 @needs_filter
 def test_probes_reach_the_kernel_without_the_filter(monkeypatch):
     """The control: with the filter off, no probe gets EPERM, so the test above can fail."""
-    monkeypatch.setattr(sandbox, "FILTER", False)
+    monkeypatch.setattr(seccomp, "FILTER", False)
     got, r = _probe(list(PROBES))
     assert set(got) == {n for f in PROBES for n, _ in PROBES[f]}, r.stderr
     assert {n for n, e in got.items() if e == str(errno.EPERM)} == _kernel_refuses(), got
@@ -808,9 +809,9 @@ def test_32bit_and_x32_entry_are_refused(filtered, monkeypatch):
     plain = subprocess.run([PY, "-c", I386_GETPID], capture_output=True, text=True, timeout=30).stdout.strip()
     if not plain.lstrip("-").isdigit() or int(plain) <= 0:
         pytest.skip("this kernel has no 32-bit system-call entry (int 0x80)")
-    monkeypatch.setattr(sandbox, "FILTER", filtered)
+    monkeypatch.setattr(seccomp, "FILTER", filtered)
     r = run_python(I386_GETPID, timeout=10, hook=False)
-    x32 = run_python(PROBE.format(P=[("x32 getpid", sandbox.X32_SYSCALL_BIT | 39, ())]), timeout=10, hook=False)
+    x32 = run_python(PROBE.format(P=[("x32 getpid", seccomp.X32_SYSCALL_BIT | 39, ())]), timeout=10, hook=False)
     if filtered:  # the raw return value: -EPERM
         assert r.stdout.strip() == str(-errno.EPERM) and x32.stdout.split() == ["x32", "getpid", str(errno.EPERM)]
     else:  # the control: the 32-bit getpid answers (a PID), x32 is ENOSYS or a PID, never EPERM
