@@ -19,6 +19,7 @@ import benchmarks
 import evaluate
 import sandbox
 import seccomp
+from planner import plan_tests
 from sandbox import run_python, run_tests
 
 pytestmark = pytest.mark.sandbox  # skipped with the reason where bubblewrap cannot start (conftest.py)
@@ -599,7 +600,7 @@ FALLBACK_ATTACKS = {
 @HOOK
 @pytest.mark.parametrize("attack", [None] + list(FALLBACK_ATTACKS))
 def test_fallback_asserts_hold_against_always_equal_objects_and_patched_helpers(attack, hook):
-    plan = sandbox.plan_tests(FALLBACK_TESTS)
+    plan = plan_tests(FALLBACK_TESTS)
     assert (plan.split, plan.fallback) == (0, 1)
     r = run_tests(FALLBACK_ATTACKS[attack] if attack else FALLBACK_RIGHT, plan, timeout=10, hook=hook)
     assert r.executed and r.passed is (attack is None), r.detail or r.stderr[-300:]
@@ -610,7 +611,7 @@ def test_splittable_asserts_are_split_and_the_expected_values_stay_here():
     tests = ("import math\nassert f(1) == 2\nassert abs(f(2) - 4.0) < 1e-6\n"
              "assert math.isclose(f(3), 6, rel_tol=1e-9)\n"
              "assert set(f(4)) == set([8])\nfor x in range(5, 7):\n    assert f(x) == 2 * x\n")
-    plan = sandbox.plan_tests(tests, per_statement=True)
+    plan = plan_tests(tests, per_statement=True)
     assert (plan.split, plan.fallback) == (6, 0)
     sent = json_dumps(plan.steps)
     assert all(v not in sent for v in ("== 2", "4.0", "6, rel", "[8]", "2 * x"))
