@@ -19,7 +19,9 @@ import zlib
 
 import scoring
 from errors import UserError
-from sandbox import Plan, plan_tests, run_tests
+from planner import plan_tests
+from sandbox import run_tests
+from verdict import lcb_plan
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 D = os.path.join(HERE, "data")
@@ -146,44 +148,6 @@ def load_lcb(path):
     return out
 
 
-LCB_HEADER = "from typing import *\nimport bisect, collections, functools, heapq, itertools, math, re, string, sys\n"
-
-LCB_HARNESS = r'''
-import io, json, sys
-def _stdin(inp):
-    old, out = (sys.stdin, sys.stdout), io.StringIO()
-    sys.stdin, sys.stdout = io.TextIOWrapper(io.BytesIO(inp.encode())), out
-    try:
-        exec(compile(CODE, "solution.py", "exec"), {"__name__": "__main__"})
-    except SystemExit:
-        pass
-    finally:
-        sys.stdin, sys.stdout = old
-    return out.getvalue()
-def _call(inp):
-    ns = {"__name__": "solution"}
-    exec(compile(CODE, "solution.py", "exec"), ns)
-    fn = getattr(ns["Solution"](), FUNC) if "Solution" in ns else ns[FUNC]
-    return fn(*[json.loads(line) for line in inp.split("\n") if line.strip()])
-'''
-
-
-def lcb_plan(code, tests, func_name):
-    """A LiveCodeBench item's tests against `code`, as a sandbox.Plan: a setup (the answer's source and two helpers)
-    and then one part per test, each with its own time limit. The sandbox gets only the inputs and sends back what
-    the answer printed (stdin tests) or returned (functional tests); the comparison is made here: the printed text
-    line by line with surrounding whitespace ignored, the returned value as data (a tuple read as a list) equal to
-    the JSON output."""
-    steps = [["exec", f"CODE = {LCB_HEADER + code!r}\nFUNC = {func_name!r}\n{LCB_HARNESS}", None, True]]
-    checks = []
-    for t in tests:
-        functional = t.get("testtype") == "functional"
-        steps.append(["call", f"{'_call' if functional else '_stdin'}({t['input']!r})", None, True])
-        v = {"_v": ("step", len(steps) - 1)}
-        checks.append(["json", v, json.loads(t["output"])] if functional else ["lines", v, t["output"]])
-    return Plan(steps, checks, len(steps), split=len(tests))
-
-
 def _loop_size(node, sizes):
     """How many times a `for` loop runs when it walks literal lists (EvalPlus: `for i, (inp, exp) in
     enumerate(zip(inputs, results))`), else None."""
@@ -236,7 +200,7 @@ def test_cases(source):
 
 @functools.lru_cache(maxsize=4096)  # a benchmark loaded twice in one process is split once
 def test_plan(source, reference=""):
-    """Assert-style tests -> a sandbox.Plan, derived once at load time: one time limit per top-level statement and
+    """Assert-style tests -> a Plan (verdict.py), derived once at load time: one time limit per top-level statement and
     per EvalPlus input; each assert the ast split into (call, expected, comparison) has its call run in the sandbox
     and its comparison made here; the rest are fallbacks (see split_counts). `reference`: the benchmark's own
     solution, whose top-level functions named like a builtin (MBPP 126's `sum`) are the solution's in the tests."""

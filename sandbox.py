@@ -6,7 +6,7 @@ What the code sees (`bwrap --unshare-all`): fresh user, mount, PID, network, IPC
 directories and exactly the Python directories it needs, read-only; a private /proc (only its own processes), a
 minimal read-only /dev, and two writable places, tmpfs at /tmp (its working directory) and /dev/shm, sharing one
 disk budget (and, as root, capped in inodes). Its own empty session keyring, and a system-call filter (seccomp,
-DENIED below, loaded by bubblewrap). No network interface but its own loopback, no inherited file descriptors, an
+seccomp.py, loaded by bubblewrap). No network interface but its own loopback, no inherited file descriptors, an
 empty environment. Limits: wall clock (the whole PID namespace is killed), CPU time, address space and file size per
 process, process count (RLIMIT_NPROC inside its own user namespace), total disk (the tmpfs sizes). Output comes back
 through pipes, capped, decoded with replacement.
@@ -14,23 +14,19 @@ through pipes, capped, decoded with replacement.
 Where bubblewrap or user namespaces are missing, code is NOT run: the Result says `executed=False` and why, unless
 the caller passes `unsafe=True` (a plain child process with rlimits only: unsafe, for trusted code).
 
-A second, in-process layer (an audit hook, `hook=True`) refuses process creation, sockets, signals, ctypes and
-frame introspection; the OS boundary does not rely on it.
+Inside runs one program of ours, harness.py's, which runs the code. Its in-process audit hook (`hook=True`), a second
+layer, refuses process creation, sockets, signals, ctypes and frame introspection; the OS boundary does not rely on it.
 
-Scoring (run_tests) decides the verdict here, outside the code under test: the sandbox gets the solution and the test
-inputs only, and sends back each call's value as plain data (builtin types; an object of any other class is a failed
-case); this process holds the expected values and makes the benchmark's comparison. Assert forms the ast cannot split
-into (call, expected, comparison) run in the sandbox, on plain-data copies, with the standard modules restored
-(Plan.fallback counts them).
+Scoring (run_tests) runs the process side here: the tests split into a Plan (planner.py), the sandbox gets the solution
+and the test inputs only and sends back each call's value as plain data, and the verdict is decided outside the code
+under test (verdict.py). Time limits: each part its own (in the harness), the whole run the sum of those plus
+CASE_SLACK, at most RUN_CAP; returned values at most RECORD_CAP bytes.
 
     run_python("print(1 + 1)")                           # -> Result(ok=True, stdout='2\\n', executed=True, ...)
     run_tests(solution_code, test_code).passed           # scoring: see run_tests
 """
-import ast
-import builtins
 import ctypes
 import json
-import math
 import os
 import platform
 import resource
@@ -39,7 +35,6 @@ import selectors
 import shutil
 import signal
 import site
-import struct
 import subprocess
 import sys
 import tempfile
@@ -48,234 +43,12 @@ import time
 from dataclasses import dataclass
 from functools import lru_cache
 
+from harness import PROGRAM
+from planner import plan_tests
+from seccomp import DENIED, filter_fd
+from verdict import Plan, verdict
+
 NOBODY = 65534
-PRELUDE = r'''
-import os, sys, builtins, json, resource, signal, time, types, enum, typing, collections, functools, re
-import math, cmath, string, itertools, heapq, operator, copy, bisect, random
-def _hook(tests):
-    fspath, B, S = os.fspath, bytes, str
-    VE, PE, IE = ValueError, PermissionError, ImportError
-    DENY = frozenset({"os.fork", "os.forkpty", "os.system", "os.posix_spawn", "os.spawn", "os.exec", "os.kill",
-        "os.killpg", "subprocess.Popen", "pty.spawn", "signal.pthread_kill", "socket.connect", "socket.bind",
-        "socket.sendto", "socket.sendmsg", "socket.getaddrinfo", "sys._current_frames", "sys.settrace",
-        "sys.setprofile", "gc.get_objects", "gc.get_referrers", "gc.get_referents", "os.symlink"} |
-        ({"_thread.start_new_thread"} if tests else set()))
-    FRAMES = frozenset({"tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_back", "f_locals", "f_globals"})
-    def hook(event, args):
-        if event == "sys._getframe":
-            raise VE("sandbox: frame access is off")
-        if event in DENY:
-            raise PE(f"sandbox: {event} is not allowed")
-        if event == "ctypes.dlopen":
-            raise IE("sandbox: ctypes is not available")
-        if event == "object.__getattr__" and args[1] in FRAMES:
-            raise PE("sandbox: frame access is off")
-        if tests and event == "object.__setattr__" and args[1] == "__code__":
-            raise PE("sandbox: replacing code is not allowed")
-        if tests and event == "open" and type(args[0]) is not int:
-            p = fspath(args[0])
-            if (p.decode("latin-1") if type(p) is B else S(p)).find("proc") >= 0:
-                raise PE("sandbox: /proc is not readable here")
-    sys.addaudithook(hook)
-def _plain_data():
-    """-> (enc, plain): enc(v) is v as JSON-ready data with its builtin types tagged; plain(v) a fresh copy of v in
-    builtin types. Both refuse any object whose class is not exactly a builtin data type (TypeError), so an object
-    with its own __eq__ never reaches a comparison. Bound before the program runs."""
-    T, I, F, S, BO, L, TU, D, SE, FS, C, BY = (type, int, float, str, bool, list, tuple, dict, set, frozenset,
-                                              complex, bytes)
-    N, BIG, hx, items, TE = type(None), 10 ** 4000, hex, dict.items, TypeError
-    # the standard library's dicts whose == against a dict is dict's own: read as dicts
-    CO, OD, DD = collections.Counter, collections.OrderedDict, collections.defaultdict
-    def refuse(t):
-        try:
-            name = S.__str__(t.__qualname__) if T(t.__qualname__) is S else "?"
-        except BaseException:
-            name = "?"
-        return TE(f"a returned object of class {name} is not plain data (int, float, str, bool, None, list, "
-                  f"tuple, dict, set)")
-    def enc(v):
-        t = T(v)
-        if t is BO or t is S or t is N or t is F:
-            return v
-        if t is I:
-            return v if -BIG < v < BIG else {"h": hx(v)}
-        if t is L:
-            return {"l": [enc(x) for x in v]}
-        if t is TU:
-            return {"t": [enc(x) for x in v]}
-        if t is D or t is CO or t is OD or t is DD:
-            return {"d": [[enc(k), enc(x)] for k, x in items(v)]}
-        if t is SE:
-            return {"s": [enc(x) for x in v]}
-        if t is FS:
-            return {"f": [enc(x) for x in v]}
-        if t is C:
-            return {"c": [v.real, v.imag]}
-        if t is BY:
-            return {"b": v.hex()}
-        raise refuse(t)
-    def plain(v):
-        t = T(v)
-        if t is BO or t is S or t is N or t is F or t is I or t is C or t is BY:
-            return v
-        if t is L:
-            return [plain(x) for x in v]
-        if t is TU:
-            return TU(plain(x) for x in v)
-        if t is D or t is CO or t is OD or t is DD:
-            return {plain(k): plain(x) for k, x in items(v)}
-        if t is SE:
-            return {plain(x) for x in v}
-        if t is FS:
-            return FS(plain(x) for x in v)
-        raise refuse(t)
-    return enc, plain
-def _dumper():
-    """JSON text of what _plain_data's enc returns, written with functions bound before the program runs (C
-    functions of str, int and float), so patching the json module changes nothing here."""
-    ea = json.encoder.c_encode_basestring_ascii or json.encoder.py_encode_basestring_ascii
-    T, S, I, F, BO, L, D = type, str, int, float, bool, list, dict
-    irepr, frepr, join, items, inf = int.__repr__, float.__repr__, ", ".join, dict.items, float("inf")
-    def dump(x):
-        t = T(x)
-        if t is S:
-            return ea(x)
-        if t is BO:
-            return "true" if x else "false"
-        if x is None:
-            return "null"
-        if t is I:
-            return irepr(x)
-        if t is F:
-            return "NaN" if x != x else "Infinity" if x == inf else "-Infinity" if x == -inf else frepr(x)
-        if t is L:
-            return "[" + join([dump(y) for y in x]) + "]"
-        if t is D:
-            return "{" + join([ea(k) + ": " + dump(v) for k, v in items(x)]) + "}"
-        raise TypeError("not JSON data")
-    return dump
-def _take(n, read):
-    buf = b""
-    while len(buf) < n and (c := read(0, n - len(buf))):
-        buf += c
-    return buf
-def _main(mode, hook, nproc):
-    read = os.read
-    head = b""
-    while not head.endswith(b"\n"):
-        c = read(0, 1)
-        if not c:
-            break
-        head += c
-    src, tests, token = [_take(int(n), read) for n in head.split()]
-    if mode == "tests":  # nothing of the program may read the test inputs from stdin
-        fd = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(fd, 0)
-        os.close(fd)
-    resource.setrlimit(resource.RLIMIT_NPROC, (nproc, nproc))  # counted in our own user namespace
-    first = compile(src, "<program>", "exec")
-    limit, steps = 0.0, []
-    if mode == "tests":  # tests = JSON {"limit": seconds per part, "steps": [[kind, source, name, new part], ...]}
-        spec = json.loads(tests)
-        limit = float(spec["limit"])
-        steps = [(k, compile(s, f"<test step {i}>", "eval" if k == "call" else "exec"), name, new)
-                 for i, (k, s, name, new) in enumerate(spec["steps"], 1)]  # all compiled up front
-        del spec, tests
-    enc, plain = _plain_data()
-    dump = _dumper()
-    NOTDATA = object()
-    T, D, E, BE, setattr_, modules, sysmod, ALRM = type, dict, enumerate, BaseException, setattr, sys.modules, sys, \
-        signal.ITIMER_REAL
-    exc_text = lambda e: f"{T(e).__name__}: {e}"[:300]
-    keep = [(m, sys.modules[m], vars(sys.modules[m]), D(vars(sys.modules[m]))) for m in ("math", "cmath", "re",
-            "string", "itertools", "functools", "collections", "heapq", "operator", "copy", "bisect", "random", "json")]
-    keep_sys = [(k, getattr(sys, k)) for k in ("exit", "maxsize", "float_info", "setrecursionlimit")]
-    def restore(ns):  # the test's helpers as they were before the program ran
-        for name, mod, d, snap in keep:
-            modules[name] = mod
-            d.update(snap)
-            if name in ns:
-                ns[name] = mod
-        for k, v in keep_sys:
-            setattr_(sysmod, k, v)
-        ns["__builtins__"] = D(pristine)
-        ns["__recursivemas_plain__"] = plain
-    rec = -1
-    if mode == "tests":  # records go to the original stdout; the program's own output goes to stderr
-        rec = os.dup(1)
-        os.dup2(2, 1)
-    if hook:
-        _hook(mode == "tests")
-    run, evaluate, flush, pristine = exec, eval, sys.stdout.flush, D(builtins.__dict__)
-    clock, timer, write, leave, ok = time.monotonic, signal.setitimer, os.write, os._exit, token.decode()
-    del token
-    def record(i, what, value):  # everything used here was bound before the program ran; no json module
-        data = ('{"i": %d, "%s": %s}\n' % (i, what, dump(value))).encode()
-        while data:
-            data = data[write(rec, data):]
-    def expired(what):  # a part past its limit fails the sample: exit status 124
-        write(2, f"\nsandbox: {what} ran past its {limit:g} s limit\n".encode())
-        leave(124)
-    part = ["the program"]
-    if mode == "tests":  # each part (the program, then each test case) gets its own `limit` seconds
-        signal.signal(signal.SIGALRM, lambda *_: expired(part[0]))
-    ns = {"__name__": "__main__", "__builtins__": builtins}
-    if limit:
-        timer(ALRM, limit)
-    t0 = clock()
-    run(first, ns)
-    n = 0
-    for i, (kind, code, name, new) in E(steps):
-        if new:
-            if limit:
-                timer(ALRM, 0)
-                if clock() - t0 > limit:  # a program that caught or blocked the alarm
-                    expired(part[0])
-            n += 1
-            part[0] = f"test case {n}"
-            if limit:
-                timer(ALRM, limit)
-            t0 = clock()
-        if kind != "call":
-            restore(ns)
-        failed = None
-        try:
-            if kind == "call":
-                v = evaluate(code, ns)
-                if name:
-                    ns[name] = v
-                try:
-                    v = enc(v)
-                except BE:
-                    if not name:
-                        raise
-                    v = NOTDATA  # `root = Node(1)`: kept for the next steps; not data, so no check can use it
-            else:
-                run(code, ns)
-        except BE as e:
-            try:
-                failed = exc_text(e)
-            except BE:
-                failed = "an exception that cannot be printed"
-        if failed is not None:  # the first error fails the sample: nothing more to run
-            record(i, "e", failed)
-            break
-        if kind == "call" and v is not NOTDATA:
-            record(i, "v", v)
-        elif kind == "call":
-            record(i, "ok", "")
-        elif kind == "check":
-            record(i, "ok", ok)
-        else:
-            record(i, "ok", "")
-    if limit:
-        timer(ALRM, 0)
-        if clock() - t0 > limit:
-            expired(part[0])
-    if mode == "tests":
-        flush()
-_main(sys.argv[1], sys.argv[2] == "1", int(sys.argv[3]))
-'''
 
 
 @dataclass
@@ -293,89 +66,6 @@ class Result:
     records: bytes = b""    # run_tests only, while it decides: the values the sandbox sent back
 
 
-# ---- the system-call filter (seccomp), a small fixed classic-BPF program that bubblewrap loads (--seccomp FD) ----
-# System-call numbers: Linux uapi tables, arch/x86/entry/syscalls/syscall_64.tbl (x86_64) and
-# include/uapi/asm-generic/unistd.h (aarch64); audit arch values: include/uapi/linux/audit.h.
-AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}  # EM_X86_64 / EM_AARCH64 | __AUDIT_ARCH_64BIT | _LE
-X32_SYSCALL_BIT = 0x40000000  # x86_64's x32 ABI: the same arch value, syscall numbers with this bit set
-DENIED = {  # name: (x86_64, aarch64, why it is refused)
-    "keyctl": (250, 219, "kernel keyrings: the parent's session keyring and the user's keyrings are reached this way"),
-    "add_key": (248, 217, "kernel keyrings: adds keys (and kernel memory) to a keyring"),
-    "request_key": (249, 218, "kernel keyrings: searches the keyrings, may call out to a host helper"),
-    "ptrace": (101, 117, "tracing a process: bubblewrap's PID 1 or a sibling, reading or changing its memory"),
-    "process_vm_readv": (310, 270, "reads another process's memory"),
-    "process_vm_writev": (311, 271, "writes another process's memory"),
-    "pidfd_getfd": (438, 438, "takes a file descriptor out of another process"),
-    "kcmp": (312, 272, "compares kernel objects of two processes: kernel-pointer ordering, a ptrace-class probe"),
-    "io_uring_setup": (425, 425, "io_uring: a second system-call path this filter does not see, and a large attack "
-                                 "surface"),
-    "io_uring_enter": (426, 426, "io_uring: as io_uring_setup"),
-    "io_uring_register": (427, 427, "io_uring: as io_uring_setup"),
-    "userfaultfd": (323, 282, "stalls page faults inside the kernel at will: the usual tool to win kernel races"),
-    "bpf": (321, 280, "eBPF programs and maps in the kernel"),
-    "perf_event_open": (298, 241, "performance counters: side channels and a long record of kernel bugs"),
-    "mount": (165, 40, "changes the file-system layout bubblewrap built"),
-    "umount2": (166, 39, "uncovers what bubblewrap's mounts hide"),
-    "pivot_root": (155, 41, "changes the root bubblewrap set"),
-    "open_tree": (428, 428, "the new mount API: as mount"),
-    "move_mount": (429, 429, "the new mount API: as mount"),
-    "fsopen": (430, 430, "the new mount API: as mount"),
-    "fsconfig": (431, 431, "the new mount API: as mount"),
-    "fsmount": (432, 432, "the new mount API: as mount"),
-    "fspick": (433, 433, "the new mount API: reconfigures an existing mount"),
-    "mount_setattr": (442, 442, "changes a mount's flags (read-only, nosuid)"),
-    "unshare": (272, 97, "new namespaces (bubblewrap already refuses user namespaces: --disable-userns)"),
-    "setns": (308, 268, "joins another namespace"),
-    "kexec_load": (246, 104, "loads a new kernel"),
-    "kexec_file_load": (320, 294, "loads a new kernel"),
-    "init_module": (175, 105, "loads a kernel module"),
-    "finit_module": (313, 273, "loads a kernel module"),
-    "delete_module": (176, 106, "unloads a kernel module"),
-    "memfd_create": (319, 279, "anonymous files outside every limit (not the address space, not the tmpfs size): "
-                               "refused, not bounded, since only a memory cgroup could bound them"),
-    "memfd_secret": (447, 447, "as memfd_create, and its pages are locked out of the kernel's reach"),
-    "shmget": (29, 194, "System V shared memory outlives its mapping, so the address-space limit does not bound it"),
-    "msgget": (68, 186, "System V message queues: kernel memory outside every limit (32,000 queues of 16 KB)"),
-    "syslog": (103, 116, "the kernel log (readable without privileges where dmesg_restrict is 0)"),
-}
-EPERM = 1
-_RET_ERRNO, _RET_ALLOW = 0x00050000, 0x7FFF0000                     # include/uapi/linux/seccomp.h
-_LD_W_ABS, _JEQ_K, _JGE_K, _RET_K = 0x20, 0x15, 0x35, 0x06          # include/uapi/linux/bpf_common.h combinations
-FILTER = True  # tests turn it off to show that each probe would reach the kernel without it
-
-
-def seccomp_program(arch=None):
-    """The filter as bytes (struct sock_filter: u16 code, u8 jt, u8 jf, u32 k, native byte order), or None for an
-    architecture without a table here. A foreign audit arch (32-bit entry on x86_64) and x32 numbers get EPERM, the
-    DENIED calls get EPERM, everything else is allowed.
-        0: A = seccomp_data.arch         1: A == ARCH ? skip 1 : next     2: return EPERM
-        3: A = seccomp_data.nr         [ 4: A >= X32 bit ? next : skip 1   5: return EPERM ]   x86_64 only
-        n: A == denied[i] ? jump to the final `return EPERM` : next ...    then `return ALLOW`, `return EPERM`."""
-    arch = arch or platform.machine()
-    if arch not in AUDIT_ARCH:
-        return None
-    col = 0 if arch == "x86_64" else 1
-    nrs = sorted({v[col] for v in DENIED.values()})
-    deny = _RET_ERRNO | EPERM
-    ins = [(_LD_W_ABS, 0, 0, 4), (_JEQ_K, 1, 0, AUDIT_ARCH[arch]), (_RET_K, 0, 0, deny), (_LD_W_ABS, 0, 0, 0)]
-    if arch == "x86_64":
-        ins += [(_JGE_K, 0, 1, X32_SYSCALL_BIT), (_RET_K, 0, 0, deny)]
-    ins += [(_JEQ_K, len(nrs) - i, 0, nr) for i, nr in enumerate(nrs)]  # jt: over the rest and the ALLOW
-    ins += [(_RET_K, 0, 0, _RET_ALLOW), (_RET_K, 0, 0, deny)]
-    return b"".join(struct.pack("=HBBI", *i) for i in ins)
-
-
-def _filter_fd():
-    """A pipe's read end holding the program, for bubblewrap's --seccomp (it reads to EOF); None without a table."""
-    prog = seccomp_program() if FILTER else None
-    if prog is None:
-        return None
-    r, w = os.pipe()  # the program is far below a pipe's 64 KB buffer, so this write never blocks
-    os.write(w, prog)
-    os.close(w)
-    return r
-
-
 # ---- writable mounts: /tmp and /dev/shm share disk_mb; inodes capped too (as root) ----
 SHM_SHARE = 8        # /dev/shm gets 1/8 of disk_mb, /tmp the rest
 INODES_PER_MB = 256  # files (inodes) per MB of disk_mb: ~1.2 KB of kernel memory each, so ~0.3 MB per MB of disk
@@ -389,7 +79,7 @@ def _tmpfs_caps(disk_mb):
     return {"/tmp": (total - shm, inodes - shm_inodes), "/dev/shm": (shm, shm_inodes)}
 
 
-# Keyring calls for _preexec (numbers as in DENIED): a fresh anonymous session keyring before the code starts
+# Keyring calls for _preexec (numbers as in seccomp.DENIED): a fresh anonymous session keyring before the code starts
 KEYCTL_JOIN_SESSION_KEYRING = 1
 
 
@@ -536,12 +226,12 @@ def _kill(proc):
 def _command(mode, hook, max_procs, disk_mb, unsafe):
     """-> (argv, stage, staging dir to remove, descriptors to pass) for a sandboxed run, or a plain child for
     unsafe=True. The one descriptor passed is the filter's (the caller closes it after starting the child)."""
-    py = [sys.executable, "-I", "-B", "-X", "utf8", "-c", PRELUDE, mode, "1" if hook else "0", str(max_procs)]
+    py = [sys.executable, "-I", "-B", "-X", "utf8", "-c", PROGRAM, mode, "1" if hook else "0", str(max_procs)]
     if unsafe:  # a plain child in a throwaway working directory
         return py, None, tempfile.mkdtemp(prefix="sandbox-unsafe-"), ()
     dirs = _python_dirs()
     if os.geteuid() != 0:
-        fd = _filter_fd()
+        fd = filter_fd()
         return _bwrap_args(dirs, dirs, disk_mb, seccomp_fd=fd) + py, None, None, () if fd is None else (fd,)
     stage_dir = tempfile.mkdtemp(prefix="sandbox-py-")  # root: bind each directory here, where 65534 can reach
     os.chmod(stage_dir, 0o755)
@@ -551,7 +241,7 @@ def _command(mode, hook, max_procs, disk_mb, unsafe):
     for s in [s for _, s in binds] + list(writable.values()):
         os.mkdir(s)
     stage = _Stage(binds, [(writable[d], size, inodes) for d, (size, inodes) in caps.items()])
-    fd = _filter_fd()  # last: nothing after it can fail and leak it
+    fd = filter_fd()  # last: nothing after it can fail and leak it
     return (_bwrap_args([s for _, s in binds], dirs, disk_mb, writable, fd) + py, stage, stage_dir,
             () if fd is None else (fd,))
 
@@ -615,506 +305,13 @@ def run_python(code, timeout=10.0, memory_mb=1024, max_procs=16, max_output=20_0
                 hook)
 
 
+# ---- scoring: run_tests' process side; the plan comes from planner.py, the verdict from verdict.py --------------
+
 CASE_SLACK = 3.0  # seconds the whole run may take beyond its cases' limits (starting the sandbox, the interpreter)
 RUN_CAP = 300.0   # seconds one run may hold a sandbox at most, however many cases it has (HumanEval+ has up to 1,108:
                   # their limits add up to 3 hours); each case's own alarm stops ordinary code long before, so the
                   # cap only ends code that blocks the alarm
 RECORD_CAP = 64 << 20  # bytes of returned values one run may send back (the largest canonical run sends far less)
-
-
-# ---- the verdict, decided here: test plans, returned data, comparisons --------------------------------------
-
-# What the parent may evaluate around a returned value: the benchmark's own comparison, on plain data only
-SAFE = {n: getattr(builtins, n) for n in ("abs", "all", "any", "bool", "dict", "float", "frozenset", "int",
-                                          "isinstance", "len", "list", "max", "min", "round", "set", "sorted", "str",
-                                          "sum", "tuple", "zip", "enumerate", "reversed", "complex")}
-SAFE["math"] = math
-SAFE_NODES = (ast.Expression, ast.Compare, ast.BoolOp, ast.UnaryOp, ast.BinOp, ast.Constant, ast.List, ast.Tuple,
-              ast.Set, ast.Dict, ast.Name, ast.Load, ast.Store, ast.Call, ast.keyword, ast.Attribute, ast.Subscript,
-              ast.Slice, ast.GeneratorExp, ast.ListComp, ast.comprehension, ast.IfExp, ast.boolop, ast.unaryop,
-              ast.cmpop, ast.Add, ast.Sub, ast.Mult, ast.Div, ast.FloorDiv, ast.Mod)
-MATH_OK = {"isclose", "fabs", "floor", "ceil", "sqrt", "inf", "nan", "pi", "e", "isnan", "isinf", "isfinite", "trunc"}
-LIFT = {"list", "tuple", "set", "frozenset", "sorted", "dict", "str", "len", "bool", "int", "float", "round"}
-# EvalPlus's `assertion(out, exp, atol)` comes in these forms (ast.unparse of the def); any other: a fallback
-_EP_CORE = ("    if atol == 0 and is_floats(exp):\n        atol = 1e-06\n{set}    if {cond} and atol != 0:\n"
-            "        assert np.allclose(out, exp, rtol=1e-07, atol=atol)\n    else:\n        assert {ok}")
-EVALPLUS_ASSERTIONS = {
-    "def assertion(out, exp, atol):\n    exact_match = out == exp\n" + _EP_CORE.format(
-        set="", cond="not exact_match", ok="exact_match"): "exact",
-    "def assertion(out, exp, atol):\n" + _EP_CORE.format(
-        set="", cond="out != exp", ok="out == exp, f'out: {out}, exp: {exp}'"): "exact",
-    "def assertion(out, exp, atol):\n" + _EP_CORE.format(
-        set="    out = set(out)\n    exp = set(exp)\n", cond="out != exp",
-        ok="out == exp, f'out: {out}, exp: {exp}'"): "set",
-    # MBPP+ 737, 787, 794: computes a match and asserts nothing; only the call has to complete
-    "def assertion(out, exp, atol):\n    if isinstance(out, bool):\n        exact_match = out == exp\n    else:\n"
-    "        exact_match = exp == (out is not None)": "none"}
-PLAIN = "__recursivemas_plain__"  # the harness's converter to builtin types, wrapped around calls in fallback asserts
-
-
-@dataclass
-class Plan:
-    """Tests, split: `steps` run in the sandbox ([kind, source, name, new part]; kind exec | call | check), `checks`
-    are decided here ([step index, kind, *args]). A `call` step returns its value as data; `check` steps are the
-    assert forms that could not be split (the fallback), run in the sandbox on plain-data copies."""
-    steps: list
-    checks: list
-    parts: int
-    split: int = 0       # asserts decided here
-    fallback: int = 0    # asserts run in the sandbox
-    fallback_forms: list = None
-
-
-class _Planner:
-    def __init__(self, solution_names=()):
-        self.steps, self.checks, self.split, self.fallback, self.forms = [], [], 0, 0, []
-        self.env = {}                     # name -> ("lit", value) | ("step", i): what this side knows
-        self.test_defined = set()         # functions, classes and imports of the tests (not the solution's)
-        self.checkfns, self.new = {}, False
-        self.unknown = set()              # names the tests bind to values this side does not know
-        self.assertion_kind = None        # the tests' own EvalPlus `assertion`, when it is a known form
-        self.solution_names = set(solution_names)  # names the solution defines that are builtins too (MBPP's `sum`)
-
-    def step(self, kind, src, name=None):
-        self.steps.append([kind, src, name, self.new])
-        self.new = False
-        return len(self.steps) - 1
-
-    def part(self):
-        self.new = True
-
-    def is_solution(self, name):
-        return name in self.solution_names or (name not in self.test_defined and name not in builtins.__dict__
-                                               and name != PLAIN)
-
-    def literal(self, node):
-        """ast.literal_eval, also reading `inf` and `nan` when the tests imported them (`from math import inf`)."""
-        try:
-            return ast.literal_eval(node)
-        except ValueError:
-            names = {x.id for x in ast.walk(node) if isinstance(x, ast.Name)}
-            if not names or not names <= {"inf", "nan"} & self.test_defined:
-                raise
-
-        class Floats(ast.NodeTransformer):
-            def visit_Name(self, x):
-                return ast.Constant(float(x.id))
-        return ast.literal_eval(Floats().visit(ast.parse(ast.unparse(node), mode="eval").body))
-
-    def solution_calls(self, node):
-        return [n for n in ast.walk(node) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)
-                and self.is_solution(n.func.id)]
-
-    def statement(self, n):
-        if isinstance(n, (ast.Import, ast.ImportFrom)):
-            self.test_defined |= {(a.asname or a.name).split(".")[0] for a in n.names}
-            for a in n.names:
-                self.env.pop((a.asname or a.name).split(".")[0], None)
-            self.step("exec", ast.unparse(n))
-        elif isinstance(n, (ast.FunctionDef, ast.ClassDef, ast.AsyncFunctionDef)):
-            self.test_defined.add(n.name)
-            self.env.pop(n.name, None)
-            self.unknown.add(n.name)
-            if n.name == "assertion":
-                self.assertion_kind = EVALPLUS_ASSERTIONS.get(ast.unparse(n))
-            if (isinstance(n, ast.FunctionDef) and len(n.args.args) == 1 and not n.args.vararg
-                    and not any(isinstance(x, ast.Return) for x in ast.walk(n))):
-                self.checkfns[n.name] = n
-            self.step("exec", ast.unparse(n))
-        elif (isinstance(n, ast.Expr) and isinstance(n.value, ast.Call) and isinstance(n.value.func, ast.Name)
-              and n.value.func.id in self.checkfns and len(n.value.args) == 1 and not n.value.keywords):
-            fn = self.checkfns[n.value.func.id]  # check(f): `candidate = f`, then check's statements
-            self.assign(ast.parse(f"{fn.args.args[0].arg} = {ast.unparse(n.value.args[0])}").body[0])
-            self.block(fn.body)
-        elif isinstance(n, ast.Assign):
-            self.assign(n)
-        elif isinstance(n, ast.Assert):
-            self.assertion(n)
-        elif isinstance(n, ast.For) and (self.evalplus_loop(n) or self.unrolled(n) or self.fallback_loop(n)):
-            pass
-        elif isinstance(n, ast.Pass) or (isinstance(n, ast.Expr) and isinstance(n.value, ast.Constant)):
-            pass
-        else:
-            self.fallback_stmt(n)
-
-    def block(self, stmts):
-        for n in stmts:
-            self.statement(n)
-
-    def assign(self, n):
-        names = [t.id for t in n.targets if isinstance(t, ast.Name)]
-        simple = len(n.targets) == 1 and len(names) == 1
-        if isinstance(n.value, ast.Lambda):
-            self.test_defined |= set(names)
-        if simple and not self.solution_calls(n.value):
-            try:
-                self.env[names[0]] = ("lit", self.literal(n.value))
-                self.steps.append(["lazy", n, names[0], self.new])  # sent only if the sandbox needs it
-                self.new = False
-                return
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                pass
-        for t in n.targets:
-            for x in ast.walk(t):
-                if isinstance(x, ast.Name):
-                    self.env.pop(x.id, None)
-                    self.unknown.add(x.id)
-        if simple and self.solution_calls(n.value):  # x = f(...): its value comes back as data
-            i = self.step("call", ast.unparse(n.value), names[0])
-            self.env[names[0]] = ("step", i)
-        else:
-            self.step("exec", ast.unparse(n))
-
-    def lifted(self, node):
-        """`list(f(x))`, `set(f(x))`, `sorted(f(x))`, `round(f(x), 2)`: the conversion runs in the sandbox with the
-        call (a generator or a map object is not data; its list is), which changes nothing the parent relies on."""
-        return (isinstance(node.func, ast.Name) and node.func.id in LIFT and node.args
-                and isinstance(node.args[0], ast.Call) and isinstance(node.args[0].func, ast.Name)
-                and self.is_solution(node.args[0].func.id)
-                and all(isinstance(a, ast.Constant) for a in node.args[1:] + [k.value for k in node.keywords]))
-
-    def residual(self, expr):
-        """The assert's expression with each outermost solution call replaced by a placeholder, or None when what
-        is left is more than a comparison of data."""
-        calls = []
-        planner = self
-
-        class Swap(ast.NodeTransformer):
-            def visit_Call(self, node):
-                if isinstance(node.func, ast.Name) and planner.is_solution(node.func.id) or planner.lifted(node):
-                    calls.append(node)
-                    return ast.Name(f"_v{len(calls) - 1}", ast.Load())
-                self.generic_visit(node)
-                return node
-        rest = Swap().visit(ast.Expression(ast.parse(ast.unparse(expr), mode="eval").body))
-        bound = {f"_v{i}" for i in range(len(calls))}
-        bound |= {x.id for c in ast.walk(rest) if isinstance(c, ast.comprehension) for x in ast.walk(c.target)
-                  if isinstance(x, ast.Name)}
-        free = set()
-        for x in ast.walk(rest):
-            if not isinstance(x, SAFE_NODES):
-                return None
-            if isinstance(x, ast.Attribute) and not (isinstance(x.value, ast.Name) and x.value.id == "math"
-                                                     and x.attr in MATH_OK):
-                return None
-            if isinstance(x, ast.Call) and not (isinstance(x.func, ast.Attribute) or
-                                                (isinstance(x.func, ast.Name) and x.func.id in SAFE)):
-                return None
-            if isinstance(x, ast.Name) and x.id not in bound:
-                if x.id in self.env:
-                    free.add(x.id)
-                elif x.id in self.unknown or x.id not in SAFE:  # `str = ''.join(...)` shadows the builtin
-                    return None
-        if not calls and not any(self.env[x][0] == "step" for x in free):
-            return None  # nothing the solution returned is in it
-        return rest, calls, free
-
-    def assertion(self, n):
-        if not self.solution_calls(n.test):
-            try:  # `assert True, "..."`: nothing of the solution's to check
-                if ast.literal_eval(n.test):
-                    return
-            except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-                pass
-        got = self.residual(n.test)
-        if got is None:
-            return self.fallback_stmt(n)
-        rest, calls, free = got
-        env = {f"_v{k}": ("step", self.step("call", ast.unparse(c))) for k, c in enumerate(calls)}
-        env.update({x: self.env[x] for x in free})
-        self.checks.append(["expr", ast.unparse(rest), env])
-        self.split += 1
-
-    def evalplus_loop(self, n):
-        """EvalPlus: `for i, (inp, exp) in enumerate(zip(inputs, results)): assertion(f(*inp), exp, atol)` over
-        literal lists; the inputs go to the sandbox, the expected outputs stay here."""
-        try:
-            it, body = n.iter, n.body
-            if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "enumerate":
-                it, tgt = it.args[0], n.target.elts[1]
-            else:
-                tgt = n.target
-            assert isinstance(it, ast.Call) and it.func.id == "zip" and len(it.args) == 2
-            ins, outs = (a.id for a in it.args)
-            inp, exp = (t.id for t in tgt.elts)
-            call = body[0].value
-            assert len(body) == 1 and isinstance(body[0], ast.Expr) and call.func.id == "assertion"
-            f, e, atol = call.args
-            assert (isinstance(f, ast.Call) and f.func.id not in self.test_defined and len(f.args) == 1
-                    and isinstance(f.args[0], ast.Starred) and f.args[0].value.id == inp and not f.keywords)
-            assert isinstance(e, ast.Name) and e.id == exp and isinstance(atol, ast.Constant)
-            assert self.assertion_kind is not None
-            inputs, results = self.env[ins][1], self.env[outs][1]
-        except (AssertionError, AttributeError, IndexError, KeyError, TypeError, ValueError):
-            return False
-        for j in range(min(len(inputs), len(results))):
-            self.part()
-            # a form that asserts nothing needs no data back: named, its value may be any object (see _main)
-            i = self.step("call", f"{f.func.id}(*{ins}[{j}])", "_out" if self.assertion_kind == "none" else None)
-            self.checks.append(["evalplus", {"_v": ("step", i)}, results[j], atol.value, self.assertion_kind])
-            self.split += 1
-        return True
-
-    def unrolled(self, n, most=1000):
-        """A `for` over a literal list, a known literal name or range(constants), with plain names as its target:
-        unrolled, so its asserts are split too; left whole (False) when any of them would be a fallback."""
-        if n.orelse or any(isinstance(x, (ast.Break, ast.Continue, ast.Return)) for x in ast.walk(n)):
-            return False
-        it = n.iter
-        try:
-            if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "range":
-                values = list(range(*[ast.literal_eval(a) for a in it.args]))
-            elif isinstance(it, ast.Name) and self.env.get(it.id, ("",))[0] == "lit":
-                values = list(self.env[it.id][1])
-            else:
-                values = list(ast.literal_eval(it))
-        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
-            return False
-        if len(values) > most or not all(isinstance(x, (ast.Name, ast.Tuple, ast.List, ast.Store))
-                                         for x in ast.walk(n.target)):
-            return False
-        saved = (len(self.steps), len(self.checks), self.split, self.fallback, len(self.forms), dict(self.env),
-                 set(self.test_defined), self.new, set(self.unknown))
-        for v in values:
-            src = f"{ast.unparse(n.target)} = {v!r}"
-            try:
-                ast.parse(src)
-                if ast.literal_eval(repr(v)) != v:
-                    raise ValueError
-            except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
-                ok = False
-                break
-            bound = {}
-            try:
-                _destructure(n.target, v, bound)
-            except (TypeError, ValueError):
-                ok = False
-                break
-            for k, x in bound.items():  # one assignment per name: a name nothing in the sandbox reads stays here
-                self.env[k] = ("lit", x)
-                self.steps.append(["lazy", f"{k} = {x!r}", k, self.new])
-                self.new = False
-            fallback = self.fallback
-            self.block(n.body)
-            ok = self.fallback == fallback
-            if not ok:
-                break
-        else:
-            return True
-        del self.steps[saved[0]:], self.checks[saved[1]:], self.forms[saved[4]:]
-        self.split, self.fallback, self.env, self.test_defined, self.new, self.unknown = saved[2], saved[3], \
-            saved[5], saved[6], saved[7], saved[8]
-        return False
-
-    def fallback_loop(self, n):
-        """A fallback `for` over literal lists (EvalPlus's `for i, inp in enumerate(inputs): assertion(f(*inp),
-        ref_func(*inp), 0)`): one fallback step, with its own time limit, per input."""
-        it = n.iter.args[0] if (isinstance(n.iter, ast.Call) and isinstance(n.iter.func, ast.Name)
-                                and n.iter.func.id == "enumerate" and len(n.iter.args) == 1) else n.iter
-        names = it.args if isinstance(it, ast.Call) and isinstance(it.func, ast.Name) and it.func.id == "zip" else [it]
-        if (n.orelse or any(isinstance(x, (ast.Break, ast.Continue)) for x in ast.walk(n)) or not names
-                or not all(isinstance(x, ast.Name) and self.env.get(x.id, ("",))[0] == "lit" for x in names)):
-            return False
-        k = min(len(self.env[x.id][1]) for x in names)
-        cases = f"_cases_{len(self.steps)}"
-        self.step("exec", f"{cases} = list({ast.unparse(n.iter)})")
-        body = ast.parse("\n".join(ast.unparse(b) for b in n.body)).body
-        for j in range(k):
-            self.part()
-            head = ast.parse(f"{ast.unparse(n.target)} = {cases}[{j}]").body
-            self.fallback_stmt(ast.Module(head + body, []), form=ast.unparse(n).split("\n")[0][:120])
-        return True
-
-    def fallback_stmt(self, n, form=None):
-        class Wrap(ast.NodeTransformer):
-            def visit_Call(s, node):
-                s.generic_visit(node)
-                if isinstance(node.func, ast.Name) and self.is_solution(node.func.id):
-                    return ast.Call(ast.Name(PLAIN, ast.Load()), [node], [])
-                return node
-        has_assert = any(isinstance(x, ast.Assert) for x in ast.walk(n)) or self.solution_calls(n)
-        src = ast.unparse(ast.fix_missing_locations(Wrap().visit(ast.parse(ast.unparse(n)))))
-        i = self.step("check" if has_assert else "exec", src)
-        if has_assert:
-            self.checks.append(["ok", i])
-            self.fallback += 1
-            self.forms.append(form or ast.unparse(n).split("\n")[0][:120])
-        for x in ast.walk(n):  # whatever it binds is unknown here now
-            if isinstance(x, ast.Name) and isinstance(x.ctx, ast.Store):
-                self.env.pop(x.id, None)
-                self.unknown.add(x.id)
-
-    def finish(self):
-        """Drop the literal assignments nothing in the sandbox reads (expected outputs stay here)."""
-        used = set()
-        for kind, src, name, new in self.steps:
-            if kind != "lazy":
-                used |= {x.id for x in ast.walk(ast.parse(src)) if isinstance(x, ast.Name)}
-        keep, index = [], {}
-        for i, (kind, src, name, new) in enumerate(self.steps):
-            if kind == "lazy" and name not in used:
-                if new and i + 1 < len(self.steps):
-                    self.steps[i + 1][3] = True
-                continue
-            index[i] = len(keep)
-            src = src if isinstance(src, str) else ast.unparse(src)
-            keep.append(["exec" if kind == "lazy" else kind, src, None if kind == "lazy" else name, new])
-        fix = lambda env: {k: (("step", index[v[1]]) if v[0] == "step" else v) for k, v in env.items()}
-        checks = []
-        for c in self.checks:
-            if c[0] == "expr":
-                checks.append(["expr", c[1], fix(c[2])])
-            elif c[0] == "evalplus":
-                checks.append(["evalplus", fix(c[1]), c[2], c[3], c[4]])
-            else:
-                checks.append(["ok", index[c[1]]])
-        if keep and not any(s[3] for s in keep[:1]):
-            keep[0][3] = True
-        return Plan(keep, checks, max(1, sum(s[3] for s in keep)), self.split, self.fallback, self.forms)
-
-
-def _destructure(target, value, out):
-    if isinstance(target, ast.Name):
-        out[target.id] = value
-        return
-    value = list(value)
-    if len(value) != len(target.elts):
-        raise ValueError("cannot unpack")
-    for t, v in zip(target.elts, value):
-        _destructure(t, v, out)
-
-
-def plan_tests(tests, per_statement=False, solution_names=()):
-    """Assert-style tests -> a Plan. `tests`: one source (one time limit for all of it, or, with per_statement, one
-    per top-level statement and per EvalPlus input) or a list of sources (one time limit each). Each `assert` whose
-    expression is the benchmark's comparison around calls of the solution (`f(x) == y`, `abs(f(x) - y) < 1e-6`,
-    `math.isclose(f(x), y)`, `set(f(x)) == set(y)`, `not f(x)`) is split: the call runs in the sandbox, the
-    comparison here; any other assert form is a fallback, run in the sandbox (see Plan). `solution_names`: names the
-    solution defines that shadow a builtin (a test calling `sum(10, 15)` means the solution's `sum`)."""
-    p = _Planner(solution_names)
-    sources = [tests] if isinstance(tests, str) else list(tests)
-    for src in sources:
-        try:
-            tree = ast.parse(src)
-        except SyntaxError:
-            p.part()
-            p.step("exec", src)  # fails to compile in the sandbox: a failed sample
-            continue
-        if per_statement:
-            for n in tree.body:
-                p.part()
-                p.statement(n)
-        else:
-            p.part()
-            p.block(tree.body)
-    return p.finish()
-
-
-def _decode(x):
-    if isinstance(x, dict):
-        (k, v), = x.items()
-        if k == "l":
-            return [_decode(y) for y in v]
-        if k == "t":
-            return tuple(_decode(y) for y in v)
-        if k == "s":
-            return {_decode(y) for y in v}
-        if k == "f":
-            return frozenset(_decode(y) for y in v)
-        if k == "d":
-            return {_decode(a): _decode(b) for a, b in v}
-        if k == "h":
-            return int(v, 16)
-        if k == "c":
-            return complex(float(v[0]), float(v[1]))
-        if k == "b":
-            return bytes.fromhex(v)
-        raise ValueError(f"unknown tag {k!r}")
-    if isinstance(x, list):
-        raise ValueError("an untagged list")
-    return x
-
-
-def _flat(x):
-    return [z for y in x for z in _flat(y)] if isinstance(x, (list, tuple)) else [x]
-
-
-def allclose(a, b, rtol=1e-05, atol=1e-08):
-    """numpy.allclose's rule, |a - b| <= atol + rtol |b| elementwise, on nested lists and tuples."""
-    a, b = _flat(a), _flat(b)
-    return len(a) == len(b) and all(abs(x - y) <= atol + rtol * abs(y) for x, y in zip(a, b))
-
-
-def evalplus_match(out, exp, atol, kind="exact"):
-    """EvalPlus's `assertion(out, exp, atol)`: exact, or for floats (atol 0 -> 1e-6) allclose with rtol 1e-7; kind
-    "set" compares set(out) with set(exp) so; kind "none" (a form that asserts nothing) holds."""
-    if kind == "none":
-        return True
-    if kind == "set":
-        out, exp = set(out), set(exp)
-    exact = out == exp
-    floats = isinstance(exp, float) or (isinstance(exp, (list, tuple)) and all(isinstance(i, float) for i in exp))
-    if atol == 0 and floats:
-        atol = 1e-6
-    return bool(allclose(out, exp, rtol=1e-07, atol=atol)) if not exact and atol != 0 else bool(exact)
-
-
-def lines_match(got, want):
-    """LiveCodeBench's stdout rule: line by line, surrounding whitespace of the whole and of each line ignored."""
-    norm = lambda s: [l.strip() for l in s.strip().splitlines()]
-    return isinstance(got, str) and norm(got) == norm(want)
-
-
-def _bind(env, values):
-    return {k: (values[v[1]] if v[0] == "step" else v[1]) for k, v in env.items()}
-
-
-def _judge(check, values, token):
-    """-> None when the check holds, else why not. `values`: step index -> returned data (plain builtins)."""
-    kind = check[0]
-    if kind == "ok":
-        return None if values.get(check[1]) == ("ok", token) else "the fallback assert did not complete"
-    if kind == "expr":
-        scope = {"__builtins__": {}, **SAFE, **_bind(check[2], values)}  # globals: seen inside generator expressions
-        held = eval(compile(check[1], "<check>", "eval"), scope)
-        return None if held else f"{check[1][:120]} is false for {_bind(check[2], values)!r:.200}"
-    if kind == "evalplus":
-        got = _bind(check[1], values)["_v"]
-        return None if evalplus_match(got, *check[2:]) else f"got {got!r:.100}, expected {check[2]!r:.100}"
-    if kind == "lines":
-        got = _bind(check[1], values)["_v"]
-        return None if lines_match(got, check[2]) else f"printed {got!r:.100}, expected {check[2]!r:.100}"
-    if kind == "json":
-        got = _bind(check[1], values)["_v"]
-        got = list(got) if isinstance(got, tuple) else got
-        return None if got == check[2] else f"returned {got!r:.100}, expected {check[2]!r:.100}"
-    raise ValueError(f"unknown check {kind!r}")
-
-
-def verdict(plan, records, token):
-    """-> (passed, why not). Every step must have sent exactly one record, in order; every check must hold."""
-    values, lines = {}, records.split(b"\n")
-    for line in lines[:-1] if not lines[-1] else lines:  # a last line without its newline is read, and refused
-        try:
-            r = json.loads(line)
-            i = r["i"]
-            if type(i) is not int or i != len(values) or set(r) - {"i", "v", "e", "ok"}:
-                return False, "the records are out of order"
-            if "e" in r:
-                return False, f"test step {i + 1}: {str(r['e'])[:300]}"
-            values[i] = _decode(r["v"]) if "v" in r else ("ok", r["ok"]) if "ok" in r else None
-        except (ValueError, KeyError, TypeError, RecursionError, MemoryError, OverflowError) as e:
-            return False, f"an unreadable record ({type(e).__name__})"
-    if len(values) != len(plan.steps):
-        return False, f"{len(values)} of {len(plan.steps)} test steps reported (the run ended early)"
-    for c in plan.checks:
-        try:
-            why = _judge(c, values, token)
-        except Exception as e:  # a comparison that raises on the returned data: a failed case
-            why = f"the comparison raised {type(e).__name__}"
-        if why:
-            return False, why
-    return True, ""
 
 
 def run_tests(program, tests, timeout=10.0, unsafe=False, hook=True, **limits):
