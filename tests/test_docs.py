@@ -221,7 +221,7 @@ def problems(doc, text, capsys):
                         os.path.join(ROOT, os.path.dirname(doc), path)
                     ok, where = re.search(re.escape(flag) + r"(?![\w-])", open(src, encoding="utf-8").read()), path
                 if not ok:
-                    found.append(f"{doc}:{line}: flag {flag} is not in {where} (in: {command.strip()[:100]})")
+                    found.append(f"{doc}:{line}: flag {flag} is not in {where} (in: {command.split(' #')[0].strip()[:120]})")
 
     for line, command in code:
         check_command(line, command)
