@@ -71,7 +71,7 @@ def read_doc(text):
             continue
         outside.append(line)
     code = [(i, c) for i, c in code if c]
-    spans, prose, text, pos, starts = [], [], "\n".join(outside), 0, []
+    spans, prose, text, pos = [], [], "\n".join(outside), 0
     line_of = lambda off: text.count("\n", 0, off) + 1  # noqa: E731
     while True:  # CommonMark code spans: a run of n backticks up to the next run of exactly n, within a paragraph
         m = re.compile(r"`+").search(text, pos)
@@ -97,7 +97,7 @@ def tokens(command):
 
 
 def commands(words):
-    """-> [(script or None, arguments after it, is_pytest)] for each command of a line (split at && || ; |)."""
+    """-> [(script or None, its arguments, is pytest, all words)] for each command of a line (split at && || ; |)."""
     out, seg = [], []
     for w in words + [";"]:
         if w not in ("&&", "||", ";", "|"):
@@ -142,7 +142,7 @@ def flags_of(words):
 
 def repo_path(word):
     """The repository path a word names, or None when it names none (or one we do not check)."""
-    w = word.strip("`'\"()[]{},;:").rstrip(".")
+    w = word.split("::")[0].strip("`'\"()[]{},;:").rstrip(".")  # a pytest node id names its file
     if not re.fullmatch(r"[\w./+=-]+", w) or "..." in w or not (w.endswith(EXTENSIONS) or w.startswith(PREFIXES)):
         return None
     if w.startswith(("runs/", "/", "~", "OUT/", ".venv/")) or w in FOREIGN_FILES:
@@ -221,7 +221,8 @@ def problems(doc, text, capsys):
                         os.path.join(ROOT, os.path.dirname(doc), path)
                     ok, where = re.search(re.escape(flag) + r"(?![\w-])", open(src, encoding="utf-8").read()), path
                 if not ok:
-                    found.append(f"{doc}:{line}: flag {flag} is not in {where} (in: {command.split(' #')[0].strip()[:120]})")
+                    shown = command.split(" #")[0].strip()[:120]
+                    found.append(f"{doc}:{line}: flag {flag} is not in {where} (in: {shown})")
 
     for line, command in code:
         check_command(line, command)
