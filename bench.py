@@ -33,7 +33,7 @@ import torch
 
 import cli
 import fast
-from agents import build_inputs, rollout, rollout_recompute, system_from_args
+from recursion import build_inputs, rollout, rollout_recompute, system_from_args
 from baselines import add_lora
 from files import write_atomic
 from errors import UserError

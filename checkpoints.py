@@ -110,7 +110,7 @@ def save_links(path, links, meta):
 
 
 def links_of(system):
-    """{name: link} of an agents.System: 'inner.<role>' and 'outer.<src>-><dst>'."""
+    """{name: link} of an recursion.System: 'inner.<role>' and 'outer.<src>-><dst>'."""
     return {**{f"inner.{k}": v for k, v in system.inner.items()}, **{f"outer.{k}": v for k, v in system.outer.items()}}
 
 

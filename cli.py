@@ -190,7 +190,7 @@ def out_folder(path):
 # ---- the shared option blocks ------------------------------------------------------------------------------------
 
 def add_system_args(p):
-    """What the System is (agents.system_from_args builds it): every script that runs agents."""
+    """What the System is (recursion.system_from_args builds it): every script that runs agents."""
     p.add_argument("--agents", default=DEFAULT_AGENTS, type=agent_names,
                    help=f"comma-separated aliases, hub ids, folders or .gguf files; or a preset: {', '.join(PRESETS)}")
     p.add_argument("--pattern", default="sequential", choices=list(TOPOLOGIES), help="who feeds whom")

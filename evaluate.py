@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 import cli
 import protocol
-from agents import system_from_args
+from recursion import system_from_args
 from baselines import trained_backbone
 from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
 from errors import UserError
@@ -142,7 +142,7 @@ def settings_line(st, a):
 
 def make_row(it, recs, scored, method):
     """One readable row: the question, what the agents wrote, the verdict and the rule that decided it;
-    `continued`: the final answer hit its budget and got the 'Final Answer:' ending (agents.write_answer)."""
+    `continued`: the final answer hit its budget and got the 'Final Answer:' ending (recursion.write_answer)."""
     tokens = {}
     for r in recs:
         for k, v in r["tokens"].items():

@@ -19,7 +19,7 @@ HF calls them; only the attention over the cache is written out (it is where the
                 --> final norm --> [B, 1, d]     then i += 1, positions += 1, all on the device
 
 Modes (--fast; a System keeps one per agent and passes choose(mode) as the `decoder` of Backbone.generate and
-agents.rollout): "off" = HF's forward with a DynamicCache (the reference); "static" = the step above run
+recursion.rollout): "off" = HF's forward with a DynamicCache (the reference); "static" = the step above run
 eagerly (any device; what the CPU tests compare with "off"); "graph" = static + CUDA-graph replay; "compile" = static +
 torch.compile (+ CUDA-graph replay on CUDA). "auto" = "graph" on CUDA for the supported families, else "off".
 The prefill (a whole prompt at once) always runs through HF's forward; its KV cache is copied into the static one.
@@ -214,7 +214,7 @@ def decoder(backbone, batch, need, mode):
 
 
 def choose(mode):
-    """The `decoder` argument of Backbone.generate and agents.rollout for a resolved mode: make(backbone, batch,
+    """The `decoder` argument of Backbone.generate and recursion.rollout for a resolved mode: make(backbone, batch,
     length) -> a StaticDecoder when the mode is not "off" and no gradient is being recorded (training rolls out
     eagerly), else (or when one cannot be built here) the eager reference."""
     def make(backbone, batch, length):

@@ -27,7 +27,7 @@ import math
 import torch
 import torch.nn as nn
 
-from agents import rollout
+from recursion import rollout
 from losses import answer_ce
 
 
@@ -75,7 +75,7 @@ def same_vocab(src, dst):
 
 
 def rollout_states(backbone, feed, embeds, mask, steps):
-    """agents.rollout with `feed` as the next-input map; returns the m last-layer states it read [B, m, d] (h_1 = the
+    """recursion.rollout with `feed` as the next-input map; returns the m last-layer states it read [B, m, d] (h_1 = the
     prompt's last state, h_{t+1} = the state after feeding feed(h_t)), not the fed embeddings."""
     states = []
 

@@ -15,7 +15,7 @@ j. A target longer than the budget is cut and gets no end token, so no model lea
 import torch
 import torch.nn.functional as F
 
-from agents import build_inputs
+from recursion import build_inputs
 from patterns import role_of, role_targets, slot_name
 from rows import target_text
 

@@ -20,7 +20,7 @@ PAPER_SEEDS, PAPER_AIME_SAMPLES = 5, 10          # mean (and sd) over 5 seeds; A
 PAPER_ROUNDS, PAPER_LATENT_STEPS = 3, 32         # r (Table 3), m (the release's default)
 SECONDS_PER_TEST = 10.0                          # each code test case (both protocols)
 # Paper B.3: a final answer cut at its token budget gets this line appended, and the model writes a short ending
-# after it (agents.write_answer), so a long solution still states an answer instead of scoring as "no answer".
+# after it (recursion.write_answer), so a long solution still states an answer instead of scoring as "no answer".
 FINAL_ANSWER = "\nFinal Answer:"
 # ... with this many more tokens: enough for a stated answer ("The final answer is $\boxed{...}$", MATH500's longest
 # golds included); code gets room for a short function, as the release gives its code answers 256.

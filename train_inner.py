@@ -24,7 +24,7 @@ import torch
 
 import cli
 import trainer
-from agents import system_from_args
+from recursion import system_from_args
 from checkpoints import prepare_out
 from losses import inner_loss, rows_of
 from patterns import expand_agents, role_of, role_targets, topology

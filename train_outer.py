@@ -28,7 +28,7 @@ import torch
 
 import cli
 import trainer
-from agents import system_from_args
+from recursion import system_from_args
 from checkpoints import prepare_out
 from errors import UserError
 from losses import outer_loss

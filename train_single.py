@@ -19,7 +19,7 @@ import torch
 
 import cli
 import trainer
-from agents import System
+from recursion import System
 from baselines import DEFAULT_LR, LORA_ALPHA, LORA_DROPOUT, LORA_R, LORA_TARGETS, METHODS, Tuned
 from checkpoints import prepare_out
 from errors import UserError

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import bench
-from agents import System, build_inputs, rollout
+from recursion import System, build_inputs, rollout
 from conftest import needs_smollm
 from gradprobe import LinkHandover, TextHandover, first_states_grad, grad_probe, grad_table, reinit
 from losses import answer_ce

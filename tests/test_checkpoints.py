@@ -12,7 +12,7 @@ import errors
 import trainer
 import train_inner
 import train_outer
-from agents import System
+from recursion import System
 from checkpoints import CheckpointError, json_digest, load_links, load_tensors, save_tensors
 
 ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": a} for q, a in [("2+2?", "4"), ("3+5?", "8")]]

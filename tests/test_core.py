@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import errors
-from agents import System, build_inputs, rollout, rollout_recompute
+from recursion import System, build_inputs, rollout, rollout_recompute
 from checkpoints import load_links, save_links
 from links import RecursiveLink, VARIANTS
 from loading import load_backbone

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 import losses
 import bench
-from agents import System, build_inputs, rollout, rollout_recompute
+from recursion import System, build_inputs, rollout, rollout_recompute
 from links import VARIANTS, RecursiveLink
 from errors import UserError
 from loading import load_backbone

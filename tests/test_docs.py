@@ -17,10 +17,8 @@ Read: README.md, docs/*.md, assignments/README.md. Checked:
 
 Each failure names the document, the line, and what is missing. Offline, no model is loaded.
 """
-import contextlib
 import glob
 import importlib
-import io
 import os
 import re
 import shlex
@@ -162,7 +160,7 @@ def help_flags(script, capsys):
     name = script.removesuffix(".py")
     if name not in HELP:
         module = importlib.import_module(name)
-        if not callable(getattr(module, "main", None)):
+        if not callable(getattr(module, "main", None)) or f"{name}.py" not in top_level_scripts():
             HELP[name] = None
             return None
         capsys.readouterr()
@@ -185,7 +183,7 @@ def other_script_flags():
 
 def top_level_scripts():
     return sorted(os.path.basename(p) for p in glob.glob(os.path.join(ROOT, "*.py"))
-                  if "def main(" in open(p, encoding="utf-8").read())
+                  if 'if __name__ == "__main__":' in open(p, encoding="utf-8").read())
 
 
 def exists(path, doc):

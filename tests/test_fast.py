@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import fast
-from agents import System, build_inputs, rollout
+from recursion import System, build_inputs, rollout
 from loading import load_backbone
 
 ARCHS = ["tiny-llama", "tiny-qwen", "tiny-qwen3"]  # Qwen3: q/k norms and a head size that is not d / heads

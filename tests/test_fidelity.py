@@ -8,11 +8,10 @@ import torch
 import torch.nn.functional as F
 
 import losses
-import agents
 import patterns
 import trainer
-from agents import System
 from loading import load_backbone
+from recursion import System
 
 ARCHS = ["tiny-llama", "tiny-qwen", "tiny-gemma3"]
 ROWS = [{"question": q, "plan": f"Add or subtract: {q}", "refined_plan": f"Compute {q}", "answer": a}

@@ -225,7 +225,7 @@ def test_end_to_end_ratios_against_text_at_the_same_r(clock, monkeypatch, capsys
                          latent_steps=4 if mode == "latent" else 0) for _ in questions]
 
     monkeypatch.setattr(bench, "common_tokens", lambda texts: sum(len(t.split()) for t in texts))
-    monkeypatch.setattr(trainer, "peak_memory_gb", lambda device: 1.5)
+    monkeypatch.setattr(bench, "peak_memory_gb", lambda device: 1.5)
     rows = bench.end_to_end(Stub(), ["q1", "q2"], [1, 2], 3, 8)
     by = {(r["mode"], r["rounds"]): r for r in rows}
     assert [by[k]["seconds"] for k in E2E] == [3.0, 10.0, 4.0, 30.0, 6.0]
@@ -316,7 +316,7 @@ def test_step_table_takes_medians_of_steps_and_floors(clock, monkeypatch):
     would be 3.333). Bandwidth samples 1e9, 4e9, 2e9 bytes/s with 296,192 bytes a step: floors 0.296192, 0.074048,
     0.148096 ms, median 0.148096 ms; x floor = 3.0 / 0.148096 = 20.2571. The mode's first step is made 1% off the
     float32 reference: error 1.0e-02."""
-    from agents import System
+    from recursion import System
     system = System(["tiny-llama"])
     bws, runs, real = iter([1e9, 4e9, 2e9]), iter([0.004, 0.010, 0.006]), bench._stepper
 
@@ -362,21 +362,22 @@ def test_peak_memory_is_in_gib(monkeypatch):
 def test_training_cost_rows_count_the_trainable_weights_by_hand(monkeypatch, capsys):
     """tiny-llama alone (vocab 259 = 256 bytes + 3 specials). Outer link (its feedback to itself, 2layer_ln_res):
     W1 64 -> 128 (8,192 + 128), W2 128 -> 64 (8,192 + 64), W3 64·64 = 4,096, two LayerNorms 2 · 128: 20,928.
-    LoRA r = 16 on q (A 16·64 + B 64·16 = 2,048) and v (A 16·64 + B 32·16 = 1,536), 2 layers: 7,168.
+    LoRA r = 8 on every linear layer (A r·in + B out·r): q and o 64 -> 64: 1,024 each; k and v 64 -> 32: 768 each;
+    gate and up 64 -> 128, down 128 -> 64: 1,536 each; 8,192 a layer, 2 layers: 16,384.
     Full: embeddings 259·64 = 16,576 + decoder 74,048 (test_step_bytes...) + LM head 16,576 = 107,200."""
-    from agents import System
+    from recursion import System
     monkeypatch.setattr(bench, "time_it", lambda fn, device, repeats=1, warmup=None: 0.25)
-    monkeypatch.setattr(trainer, "peak_memory_gb", lambda device: 0.5)
+    monkeypatch.setattr(bench, "peak_memory_gb", lambda device: 0.5)
     pytest.importorskip("peft")
     rows = bench.training_cost(System(["tiny-llama"]))
     assert [(r["method"], r["trainable"], r["seconds_per_step"]) for r in rows] == [
-        ("outer links", 20_928, 0.25), ("LoRA r=16 (q,v)", 7_168, 0.25), ("full fine-tuning", 107_200, 0.25)]
+        ("outer links", 20_928, 0.25), ("LoRA r=8 (all)", 16_384, 0.25), ("full fine-tuning", 107_200, 0.25)]
     capsys.readouterr()
     bench.report(dict(machine="cpu", agents="x", dtype="float32", seconds=0, training=rows))
     table = [l.split() for l in capsys.readouterr().out.splitlines()]
     # method, trainable, s/step, peak GB
     assert ["outer", "links", "20,928", "0.25", "0.50"] in table
-    assert ["LoRA", "r=16", "(q,v)", "7,168", "0.25", "0.50"] in table
+    assert ["LoRA", "r=8", "(all)", "16,384", "0.25", "0.50"] in table
     assert ["full", "fine-tuning", "107,200", "0.25", "0.50"] in table
 
 

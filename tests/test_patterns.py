@@ -7,7 +7,7 @@ import torch
 
 import losses
 import train_outer
-from agents import System
+from recursion import System
 from patterns import TOPOLOGIES, expand_agents
 from conftest import needs_smollm
 from tools import Search, run_tool

@@ -11,14 +11,13 @@ import time
 import pytest
 import torch
 
-import protocol
-import agents
+import baselines
 import benchmarks
 import evaluate
+import protocol
 import sandbox
-import train_single
 import trainer
-from agents import System
+from recursion import System
 from protocol import FINAL_ANSWER
 from sandbox import run_tests
 
@@ -52,8 +51,7 @@ def code_value(ref):
     m = re.fullmatch(r"(\w+\.py) (--[\w-]+)", ref)
     if m:
         return cli_default(*m.groups())
-    return eval(ref, {"evaluate": evaluate, "trainer": trainer, "agents": agents,  # the table's own references
-                      "train_single": train_single})
+    return eval(ref, {"protocol": protocol, "trainer": trainer, "baselines": baselines})  # the table's references
 
 
 def test_the_settings_table_matches_the_code():

@@ -4,7 +4,7 @@ module, so the raw embedding matrix is sqrt(d) too small a yardstick there (8x o
 import pytest
 import torch
 
-from agents import System, rollout
+from recursion import System, rollout
 
 FAMILIES = ["tiny-llama", "tiny-qwen", "tiny-gemma3", "tiny-qwen3.5"]
 VARIANTS = ["2layer_ln_res", "2layer_res"]  # after a LayerNorm (scale = out_rms), and without (out_rms / in_rms)

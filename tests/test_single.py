@@ -8,10 +8,10 @@ import torch
 
 import losses
 import baselines
-import agents
+import recursion
 import errors
 import train_single
-from agents import System
+from recursion import System
 from conftest import kill_and_resume
 from loading import load_backbone
 from baselines import Tuned, trained_backbone
@@ -38,8 +38,8 @@ def _hidden(bb, text="Question: 2+2?"):
 
 def test_training_prompt_is_the_single_baselines(monkeypatch):
     seen = []
-    real = agents.build_inputs
-    monkeypatch.setattr(agents, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or
+    real = recursion.build_inputs
+    monkeypatch.setattr(recursion, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or
                         real(bb, prompts, lat))
     System(["tiny-qwen", "tiny-llama"]).run(["2+2?", "3+5?"], mode="single", max_new_tokens=1)
     monkeypatch.setattr(losses, "build_inputs", lambda bb, prompts, lat: seen.append(list(prompts)) or

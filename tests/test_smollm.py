@@ -5,6 +5,7 @@ import pytest
 import torch
 
 import agents
+import recursion
 import loading
 from conftest import needs_smollm
 
@@ -15,7 +16,7 @@ def test_two_smollm_agents_load_the_weights_once(monkeypatch):
     built = []
     monkeypatch.setattr(loading, "Backbone", lambda *a, _real=loading.Backbone: built.append(a[0]) or _real(*a))
     monkeypatch.setattr(loading, "_LOADED", {})  # forget earlier loads in this process
-    system = agents.System(["smollm", "smollm"])
+    system = recursion.System(["smollm", "smollm"])
     a, b = system.backbones
     assert built == ["HuggingFaceTB/SmolLM2-135M-Instruct"]  # loaded once, not once per agent
     assert a is b
@@ -36,7 +37,7 @@ def test_cli_answers_in_every_mode(mode, capsys):
 
 def test_fast_static_path_answers_like_eager_on_the_real_model():
     """fast.py's static-cache step (what CUDA graphs replay) gives SmolLM2 the same answers, latent and text."""
-    eager, quick = (agents.System(["smollm", "smollm"], fast=mode) for mode in ("off", "static"))
+    eager, quick = (recursion.System(["smollm", "smollm"], fast=mode) for mode in ("off", "static"))
     torch.manual_seed(0)
     with torch.no_grad():
         for p in eager.parameters():  # trained-looking links

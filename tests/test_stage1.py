@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 import losses
 import train_inner
-from agents import System
+from recursion import System
 from model import slot
 from patterns import TOOL_RULES
 

@@ -12,7 +12,7 @@ import losses
 import checkpoints
 import trainer
 import train_outer
-from agents import System
+from recursion import System
 from errors import UserError
 from conftest import kill_and_resume
 from rows import DataError, load_rows

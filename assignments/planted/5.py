@@ -1,9 +1,9 @@
 # Planted wrong solution for assignment 5: the outer loss cuts the graph after each earlier round (detached
 # rollouts), so the answer's gradient never flows back through round 1. Its value is unchanged.
 # loses: gradient through every round
-# replaces: train_outer.outer_loss
+# replaces: losses.outer_loss
 def outer_loss(system, rows, args):
-    from agents import rollout
+    from recursion import rollout
     questions, answers = [r["question"] for r in rows], [r["answer"] for r in rows]
 
     def make(i, embeds, mask, round_):
