@@ -287,14 +287,13 @@ def test_judge_answer_asks_a_backbone(monkeypatch):
 # ---- one comparison table -----------------------------------------------------------------------------------
 
 def test_compare_with_lora_and_full_through_trained_backbone(tmp_path, monkeypatch, capsys):
-    import types
     calls = []
 
     def trained_backbone(backbone, method, path):
         calls.append((backbone.name, method, os.path.basename(path)))
         return backbone
 
-    monkeypatch.setitem(sys.modules, "train_single", types.SimpleNamespace(trained_backbone=trained_backbone))
+    monkeypatch.setattr(evaluate, "trained_backbone", trained_backbone)
     ad, wt = tmp_path / "adapter", tmp_path / "weights"
     ad.mkdir()
     wt.mkdir()
