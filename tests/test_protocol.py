@@ -14,8 +14,10 @@ import torch
 import baselines
 import benchmarks
 import evaluate
+import moa
 import protocol
 import sandbox
+import textgrad
 import trainer
 from recursion import System
 from protocol import FINAL_ANSWER
@@ -51,7 +53,8 @@ def code_value(ref):
     m = re.fullmatch(r"(\w+\.py) (--[\w-]+)", ref)
     if m:
         return cli_default(*m.groups())
-    return eval(ref, {"protocol": protocol, "trainer": trainer, "baselines": baselines})  # the table's references
+    return eval(ref, {"protocol": protocol, "trainer": trainer, "baselines": baselines, "moa": moa,  # the table's
+                      "textgrad": textgrad})                                                      # references
 
 
 def test_the_settings_table_matches_the_code():
