@@ -20,6 +20,7 @@ import trainer
 from recursion import System
 from protocol import FINAL_ANSWER
 from sandbox import run_tests
+from helpers import scripted
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -101,41 +102,17 @@ def test_paper_protocol_settings_line_and_overrides(tmp_path):
     assert (st["samples"], st["max_new_tokens"]) == (10, 16000)
 
 
-@pytest.mark.parametrize("flag,value", [("--final-answer-tokens", "-1"), ("--final-answer-tokens", "x"),
-                                        ("--test-timeout", "0"), ("--rounds", "0")])
-def test_bad_protocol_flags_are_one_line_and_exit_2(flag, value, tmp_path, capsys):
-    with pytest.raises(SystemExit) as e:
-        _runs(tmp_path, "--protocol", "paper", flag, value)
-    err = capsys.readouterr().err
-    assert e.value.code == 2 and err.count("\n") == 1 and flag in err
-
-
 # ---- the "Final Answer:" ending ---------------------------------------------------------------------------------
 
-def _scripted(bb, replies):
-    """bb 'writes' replies[k] = (texts, counts, ended) at its k-th generate call; the calls are recorded."""
-    calls = []
-
-    def generate(embeds, mask, max_new_tokens=256, with_end=False, **kw):
-        texts, counts, ended = replies[len(calls)]
-        calls.append(dict(rows=[embeds[b, mask[b].bool()] for b in range(len(embeds))], max_new_tokens=max_new_tokens))
-        return (texts, counts, ended) if with_end else (texts, counts)
-    bb.generate = generate
-    return calls
-
-
 @pytest.mark.parametrize("mode", ["single", "latent", "text"])
-def test_a_cut_answer_gets_the_final_answer_ending_and_a_finished_one_does_not(mode):
+def test_a_cut_answer_gets_the_final_answer_ending_and_a_finished_one_does_not(mode, monkeypatch):
     system = System(["tiny-llama", "tiny-llama"])  # one shared backbone: every agent's generate is scripted
     bb = system.backbones[-1]
     cut, done = "Let x = 3. Then 2x + 1 = 7, so the answer", "It is \\boxed{5}."
     early = [(["plan a", "plan b"], [11, 12], [True, True])] if mode == "text" else []  # the planner writes first
-    calls = _scripted(bb, early + [([cut, done], [20, 6], [False, True]), (["\\boxed{7}"], [4], [True])])
-    try:
-        recs = system.run(["What is 2*3+1?", "What is 2+3?"], mode, rounds=1, latent_steps=2, max_new_tokens=20,
-                          final_answer=32)
-    finally:
-        del bb.generate
+    calls = scripted(monkeypatch, bb, early + [([cut, done], [20, 6], [False, True]), (["\\boxed{7}"], [4], [True])])
+    recs = system.run(["What is 2*3+1?", "What is 2+3?"], mode, rounds=1, latent_steps=2, max_new_tokens=20,
+                      final_answer=32)
     assert len(calls) == len(early) + 2
     first, ending = calls[-2], calls[-1]
     assert len(ending["rows"]) == 1 and ending["max_new_tokens"] == 32  # only the cut row, with the ending's budget
@@ -149,15 +126,12 @@ def test_a_cut_answer_gets_the_final_answer_ending_and_a_finished_one_does_not(m
     assert recs[0]["written"][-1] == recs[0]["text"]
 
 
-def test_no_ending_when_it_is_off_or_nothing_was_cut():
+def test_no_ending_when_it_is_off_or_nothing_was_cut(monkeypatch):
     system = System(["tiny-llama", "tiny-llama"])
     bb = system.backbones[-1]
     for final, ended in [(0, [False]), (32, [True])]:
-        calls = _scripted(bb, [(["partial"], [20], ended)])
-        try:
-            rec = system.run(["Q?"], "single", max_new_tokens=20, final_answer=final)[0]
-        finally:
-            del bb.generate
+        calls = scripted(monkeypatch, bb, [(["partial"], [20], ended)])
+        rec = system.run(["Q?"], "single", max_new_tokens=20, final_answer=final)[0]
         assert len(calls) == 1 and rec["text"] == "partial" and not rec["continued"] and rec["tokens"] == {"solver": 20}
 
 
