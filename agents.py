@@ -21,9 +21,7 @@ def parser():
     p = cli.Parser(description="Ask the looped multi-agent system one question.",
                    epilog='example: python agents.py --agents smollm,smollm --mode latent --rounds 2 '
                           '--latent-steps 8 --question "What is 12*7?"')
-    cli.add_system_args(p)
-    cli.add_loop_args(p)
-    cli.add_decoding_args(p)
+    cli.add_answering_args(p)
     p.add_argument("--mode", default="latent", choices=["latent", "text", "single"],
                    help="latent: RecursiveMAS; text: Recursive-TextMAS; single: the final agent alone")
     p.add_argument("--question", default="What is 12*7?", type=cli.text, help="the question to answer")

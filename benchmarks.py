@@ -12,13 +12,13 @@ import base64
 import binascii
 import builtins
 import functools
-import gzip
 import json
 import os
 import zlib
 
 import scoring
 from errors import UserError
+from files import read_jsonl
 from planner import plan_tests
 from sandbox import run_tests
 from verdict import lcb_plan
@@ -41,25 +41,9 @@ BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "aime26", "amc23", "medqa"
 
 
 def _jsonl(path, fields=()):
-    """The rows of a JSONL file (.gz too), each an object with `fields`; a UserError with one line naming the file,
-    the line and the fix when the file is empty, not UTF-8, not JSON, or a row is not an object or lacks a field."""
-    opener = gzip.open if path.endswith(".gz") else open
-    try:
-        with opener(path, "rt", encoding="utf-8") as f:
-            lines = f.read().splitlines()
-    except UnicodeDecodeError as e:
-        raise UserError(f"{path}: not UTF-8 text (byte {e.start}); pass a UTF-8 JSONL file") from None
-    except (OSError, EOFError, zlib.error) as e:  # gzip: not a gzip file, or cut short
-        raise UserError(f"{path}: cannot be read ({e}); pass an intact file") from None
-    rows = []
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {n} is not JSON ({e.msg}); pass a JSONL file, one object a line") from None
-    return _checked_rows(rows, path, fields, "line", 1)
+    """The rows of a JSONL file (.gz too; files.read_jsonl names the file and line of anything unreadable), each an
+    object with `fields`; a one-line UserError when the file holds no rows or a row is not that."""
+    return _checked_rows([row for _, row in read_jsonl(path)], path, fields, "line", 1)
 
 
 def _checked_rows(rows, path, fields, unit="row", first=0):

@@ -7,7 +7,7 @@ folder that cannot be written). A shared option is defined once, here, with one 
 (protocol.py) or "the script's", as its help says.
 
     p = cli.Parser(description=..., epilog="example: ...")
-    cli.add_system_args(p); cli.add_loop_args(p)            # what the system is; how long it thinks
+    cli.add_answering_args(p)                               # what the system is, how long it thinks, how it writes
     p.add_argument("--mine", type=cli.positive_int, ...)    # the script's own options
     def work(args): ...                                     # raises UserError for a mistake the user can fix
     sys.exit(cli.main(p, work))
@@ -210,6 +210,13 @@ def add_system_args(p):
                         "the eager HF forward elsewhere; off | static | graph | compile to choose")
     p.add_argument("--seed", type=int, default=0, help="random seed: sampling, training batches (evaluate.py: the "
                                                        "first of --seeds)")
+
+
+def add_answering_args(p):
+    """Everything a script that asks the system questions shares: what it is, how long it thinks, how it writes."""
+    add_system_args(p)
+    add_loop_args(p)
+    add_decoding_args(p)
 
 
 def add_loop_args(p):

@@ -272,9 +272,7 @@ def parser():
     p = cli.Parser(description="Evaluate single / lora / full / text / latent on a benchmark with strict scoring.",
                    epilog="example: python evaluate.py --compare single,text,latent --agents smollm,smollm "
                           "--benchmark gsm8k --limit 5")
-    cli.add_system_args(p)
-    cli.add_loop_args(p)
-    cli.add_decoding_args(p)
+    cli.add_answering_args(p)
     cli.add_out_args(p)
     p.add_argument("--method", default="single", choices=METHODS, help="what answers the questions")
     p.add_argument("--compare", type=cli.list_of(str, METHODS, "method"), default=None,

@@ -49,8 +49,6 @@ def unsupported(config):
 
 def resolve_mode(mode, backbone):
     """--fast value -> the mode this backbone actually runs ("off" with a note on stderr when it cannot)."""
-    if mode not in MODES:
-        raise ValueError(f"unknown fast mode '{mode}'; use one of {', '.join(MODES)}")
     cuda = backbone.device.type == "cuda"
     if mode == "auto":
         return "graph" if cuda and unsupported(backbone.config) is None else "off"

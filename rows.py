@@ -79,7 +79,7 @@ def target_text(row, fields):
 
 
 def check_row(row, where, targets=()):
-    """targets: one tuple of acceptable fields per agent (agents.role_targets)."""
+    """targets: one tuple of acceptable fields per agent (patterns.role_targets)."""
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with fields {', '.join(REQUIRED)}, got {type(row).__name__}")
     missing = [k for k in REQUIRED if not isinstance(row.get(k), str) or not row[k].strip()]

@@ -31,7 +31,7 @@ import trainer
 from recursion import system_from_args
 from checkpoints import prepare_out
 from errors import UserError
-from losses import outer_loss
+from losses import EARLIER_ROUNDS_WEIGHT, outer_loss
 from patterns import role_targets
 from protocol import QUICK, pick
 from rows import SECRET_WORDS, load_rows, secret_rows
@@ -77,7 +77,7 @@ def parser():
     p.add_argument("--teacher-tokens", type=cli.positive_int, default=80,
                    help="--latents teacher: latents from the first N tokens of each gold role text (release: 80)")
     p.add_argument("--supervise", default="final", choices=["final", "all"],
-                   help="answer CE of the final round, or + 0.1 x the earlier rounds'")
+                   help=f"answer CE of the final round, or + {EARLIER_ROUNDS_WEIGHT} x the earlier rounds'")
     p.add_argument("--train-inner", action="store_true", help="also train the inner links (default: frozen)")
     p.add_argument("--grad-ckpt", action="store_true",
                    help="gradient checkpointing in the answer pass: less memory, ~30%% more time")

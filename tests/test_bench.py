@@ -20,7 +20,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_bench_runs_every_part_and_writes_json(tmp_path):
-    cmd = [sys.executable, "bench.py", "--agents", "tiny-llama,tiny-qwen", "--questions", "2", "--rounds", "1,2",
+    cmd = [sys.executable, "bench.py", "--agents", "tiny-llama,tiny-qwen", "--questions", "2", "--rounds", "2",
            "--latent-steps", "3", "--max-new-tokens", "6", "--rollout-m", "2,4", "--rollout-batch", "1,2",
            "--step-modes", "off,static", "--out", str(tmp_path)]
     run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
