@@ -63,6 +63,12 @@ def scripted(monkeypatch, bb, replies):
     return calls
 
 
+def canonical(item):
+    """A right answer to a benchmark item, written as its scorer reads it."""
+    return {"math": f"Thus \\boxed{{{item['gold']}}}.", "choice": f"The answer is ({item['gold']}).",
+            "qa": f"\\boxed{{{item['gold']}}}", "code": f"```python\n{item['gold']}\n```"}[item["kind"]]
+
+
 def refused(call, *words):
     """call() raises a UserError of one line that holds every word."""
     with pytest.raises(errors.UserError) as e:

@@ -184,10 +184,9 @@ CHEAP = {"agents": ["--agents", "tiny-llama", "--max-new-tokens", "2", "--rounds
 def call(cli, argv):
     """The exit code of CLI's main(argv), run in this process (a return value or SystemExit's code)."""
     try:
-        code = importlib.import_module(cli).main(argv)
+        return importlib.import_module(cli).main(argv)
     except SystemExit as e:
-        code = e.code
-    return code
+        return e.code
 
 
 def setup(row, tmp_path, trained):

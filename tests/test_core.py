@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from recursion import System, build_inputs, rollout
-from links import RecursiveLink, VARIANTS
 from loading import load_backbone
 from helpers import ROOT, TINY, three_prompts
 
@@ -50,49 +49,31 @@ def test_latents_are_spliced_into_the_final_agents_input():
     torch.testing.assert_close(torch.cat([e3[:, :P], e3[:, P + 3:]], 1), e0)
 
 
-# ---- links -------------------------------------------------------------------------------------------------
+# ---- errors from the command line: exit 2, one line, no traceback (every parse-time check: test_bad_input.py) ----
 
-@pytest.mark.parametrize("variant", VARIANTS)
-@pytest.mark.parametrize("kind,d_in,d_out", [("inner", 64, 64), ("outer", 64, 64), ("outer", 64, 96)])
-def test_link_variants_shapes_and_identity_like_start(variant, kind, d_in, d_out):
-    link = RecursiveLink(d_in, d_out, kind, variant, out_rms=0.5)
-    x = torch.randn(2, 5, d_in, dtype=torch.float64)
-    y = link(x)
-    assert y.shape == (2, 5, d_out) and y.dtype == x.dtype
-    if d_in == d_out and variant != "2layer":  # residual branches start at zero, 1layer at the identity
-        ln = torch.nn.functional.layer_norm
-        want = 0.5 * (ln(x.float(), (d_in,)).double() if variant == "2layer_ln_res" else x)
-        torch.testing.assert_close(y, want, rtol=1e-5, atol=1e-5)
-
-
-# ---- errors: exit code != 0, one line, no traceback ---------------------------------------------------------
-
-def _cli(*args, env=None):
-    return subprocess.run([sys.executable, os.path.join(ROOT, "agents.py"), *args], capture_output=True, text=True,
-                          cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1", **(env or {})), timeout=300)
-
-
-@pytest.mark.parametrize("args,words", [
-    (["--agents", "nosuch"], ["unknown model alias 'nosuch'", "hub id"]),
-    (["--agents", "./no/such/folder"], ["not found"]),
-    (["--agents", "some-org/some-model-not-here"], ["some-org/some-model-not-here", "--agents smollm"]),
-    (["--agents", "tiny-llama", "--question", "  "], ["empty question"]),
-    (["--agents", "some-org/model-a,other-org/model-b"], ["some-org/model-a", "other-org/model-b", "hf download"]),
+@pytest.mark.parametrize("script,args,words", [
+    ("agents.py", ["--agents", "nosuch"], ["unknown model alias 'nosuch'", "hub id"]),
+    ("agents.py", ["--agents", "./no/such/folder"], ["not found"]),
+    ("agents.py", ["--agents", "some-org/some-model-not-here"], ["some-org/some-model-not-here", "--agents smollm"]),
+    ("agents.py", ["--agents", "tiny-llama", "--question", "  "], ["empty question"]),
+    ("agents.py", ["--agents", "some-org/model-a,other-org/model-b"], ["some-org/model-a", "other-org/model-b",
+                                                                       "hf download"]),
+    ("agents.py", ["--agents", "tiny-qwen,tiny-qwen", "--links", "{ck}"], ["64", "96"]),  # a tiny-llama checkpoint
+    ("evaluate.py", ["--limit", "0"], ["--limit"]),
+    ("assignments/make.py", ["9", "--out", "/nonexistent-course-dir"], ["unknown assignment '9'", "1, 2, 3, 4, 5, 6"]),
+    ("assignments/make.py", ["1", "--out", ROOT], ["not an empty folder"]),
+    ("assignments/grade.py", ["x"], ["unknown assignment 'x'"]),
+    ("assignments/grade.py", ["1", "--in", "/nonexistent-course-dir"], ["not a copy of the repository"]),
 ])
-def test_cli_errors_are_one_clear_line(args, words):
-    r = _cli(*args)
-    assert r.returncode != 0
-    assert "Traceback" not in r.stderr
-    last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("error: ") and all(w in last for w in words), r.stderr
-
-
-def test_cli_wrong_size_checkpoint_names_both_sizes(tmp_path):
-    System(["tiny-llama", "tiny-llama"]).save_links(str(tmp_path / "ck"))
-    r = _cli("--agents", "tiny-qwen,tiny-qwen", "--links", str(tmp_path / "ck"))
-    last = r.stderr.strip().splitlines()[-1]
-    assert r.returncode == 2 and "Traceback" not in r.stderr and last.startswith("error: ") and "64" in last and \
-        "96" in last, r.stderr
+def test_cli_errors_are_one_clear_line(script, args, words, tmp_path):
+    if "{ck}" in args:
+        System(["tiny-llama", "tiny-llama"]).save_links(str(tmp_path / "ck"))
+    argv = [sys.executable, os.path.join(ROOT, script), *(a.replace("{ck}", str(tmp_path / "ck")) for a in args)]
+    r = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT, env=dict(os.environ, HF_HUB_OFFLINE="1"),
+                       timeout=300)
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert all(w in lines[0] for w in words), r.stderr
 
 
 @pytest.mark.parametrize("name", TINY)

@@ -90,7 +90,11 @@ def test_paper_protocol_settings_line_and_overrides(tmp_path):
     assert evaluate.settings_line(st, a) == (
         "settings (paper protocol, math500, latent): budget 2000, T 0.6, top-p 0.95, r 3, m 32, 5 seeds, accuracy, "
         "'Final Answer:' ending +64 tokens, 10 s per test case")
-    assert (st["rounds"], st["latent_steps"]) == (3, 32) and stem.endswith("-r3m32-links=untrained-paper")
+    assert (st["rounds"], st["latent_steps"], st["seeds"]) == (3, 32, [0, 1, 2, 3, 4])
+    assert stem.endswith("-r3m32-links=untrained-paper")
+    a, _, [(st, _)] = _runs(tmp_path, "--protocol", "paper", "--temperature", "0.3", "--seeds", "2")  # gsm8k
+    assert (st["temperature"], st["seeds"], st["max_new_tokens"], st["top_p"]) == (0.3, [0, 1], 2000, 0.95)
+    assert _runs(tmp_path, "--protocol", "paper", "--benchmark", "mbppplus")[2][0][0]["temperature"] == 0.2  # code
     a, _, [(st, _)] = _runs(tmp_path, "--protocol", "paper", "--benchmark", "mbppplus", "--method", "latent",
                             "--rounds", "1", "--latent-steps", "4", "--max-new-tokens", "9", "--temperature", "0",
                             "--top-p", "0.5", "--seeds", "2", "--final-answer-tokens", "0", "--test-timeout", "3")
@@ -98,6 +102,7 @@ def test_paper_protocol_settings_line_and_overrides(tmp_path):
             st["final_answer_tokens"], st["seconds_per_test"]) == (1, 4, 9, 0.0, 0.5, 2, 0, 3.0)
     a, _, [(st, _)] = _runs(tmp_path, "--benchmark", "math500", "--method", "latent")  # quick keeps its own
     assert (st["rounds"], st["latent_steps"], st["max_new_tokens"], st["final_answer_tokens"]) == (2, 8, 256, 0)
+    assert (st["temperature"], st["seeds"], st["samples"]) == (0.0, [0], 1)  # greedy, one seed, one sample
     _, _, [(st, _)] = _runs(tmp_path, "--protocol", "paper", "--benchmark", "aime25", "--method", "latent")
     assert (st["samples"], st["max_new_tokens"]) == (10, 16000)
 

@@ -18,19 +18,15 @@ from rows import DataError, load_rows
 
 
 def _train_tiny(tmp_path, steps, **kw):
-    argv = ["--agents", "tiny-llama,tiny-qwen", "--steps", str(steps), "--out", str(tmp_path), "--eval-questions", "0",
-            "--rounds", "2", "--latent-steps", "4", "--log-every", "1000"] + sum(([f"--{k}", str(v)] for k, v in kw.items()), [])
-    return argv
+    return ["--agents", "tiny-llama,tiny-qwen", "--steps", str(steps), "--out", str(tmp_path), "--eval-questions", "0",
+            "--rounds", "2", "--latent-steps", "4", "--log-every", "1000",
+            *(x for k, v in kw.items() for x in (f"--{k}", str(v)))]
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
     def cmd(out, *extra):
         return [sys.executable, "train_outer.py", *_train_tiny(out, 12, **{"ckpt-every": 4, "batch-size": 1}), *extra]
-    _, resumed = kill_and_resume(cmd, tmp_path, ROOT)
-    assert "resumed from step" in resumed.stdout
-    a = (tmp_path / "whole" / "links.safetensors").read_bytes()
-    b = (tmp_path / "cut" / "links.safetensors").read_bytes()
-    assert a == b  # bit-identical links
+    kill_and_resume(cmd, tmp_path, ROOT, "links.safetensors")
 
 
 def test_malformed_rows_are_reported_with_their_line(tmp_path):
