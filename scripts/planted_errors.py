@@ -1,19 +1,22 @@
-"""Plant errors by hand in the formulas behind the printed figures (evaluate.py, bench.py, gradprobe.py) and in
-trainer.py's safeguards, one at a time, and check that tests/test_measures.py catches each: the file is changed, the
-named tests run, the file is put back (also on Ctrl-C or kill -TERM). One line per planted error: caught (by which
-test) or MISSED.
+"""Plant errors by hand in the formulas behind the printed figures (evaluate.py, bench.py, gradprobe.py, the seeds of
+protocol.py) and in the training safeguards (trainer.py, losses.py, checkpoints.py), one at a time, and check that
+the tests of TESTS catch each: the file is changed, the named tests run, the file is put back (also on Ctrl-C or
+kill -TERM). One line per planted error: caught (by which test), MISSED, or NOT PLANTED (its text is not in the file
+once: the code moved; fix the plant).
 
-    TEST_THREADS=1 python scripts/planted_errors.py            # all 72 (~7 minutes on 2 busy cores)
+    TEST_THREADS=1 python scripts/planted_errors.py            # all 74 (~7 minutes on 2 busy cores)
     TEST_THREADS=1 python scripts/planted_errors.py E1 T4      # some of them
 
-Never run it while someone else works in the same checkout: it edits evaluate.py, bench.py, gradprobe.py and
-trainer.py for a few seconds each."""
+Never run it while someone else works in the same checkout: it edits those files for a few seconds each."""
 import os
 import signal
 import subprocess
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the figures, by hand; the course's test_a6_time_it_times_only_the_repeats checks bench.time_it
+TESTS = ["tests/test_evaluate_figures.py", "tests/test_bench_figures.py", "tests/test_trainer_safeguards.py",
+         "tests/test_course.py"]
 
 
 def move_nonfinite_check_after_the_update(src):
@@ -63,10 +66,13 @@ PLANTS = [
     ("E16", "evaluate.py", "tokens a question summed over the k samples, not averaged",
      "tokens[k] = tokens.get(k, 0) + v / len(recs)", "tokens[k] = tokens.get(k, 0) + v", "pass_at"),
     ("E17", "evaluate.py", "per-batch seed ignores the run's seed (every seed draws the same)",
-     "torch.manual_seed(seed * 1_000_003 + chunk[0][0])", "torch.manual_seed(chunk[0][0])", "seeds"),
+     "protocol.seed_of(seed, chunk[0][0])", "protocol.seed_of(0, chunk[0][0])", "seeds"),
     ("E18", "evaluate.py", "per-batch seed shifted by one question",
-     "torch.manual_seed(seed * 1_000_003 + chunk[0][0])", "torch.manual_seed(seed * 1_000_003 + chunk[0][0] + 1)",
-     "seeds"),
+     "protocol.seed_of(seed, chunk[0][0])", "protocol.seed_of(seed, chunk[0][0] + 1)", "seeds"),
+    ("P1", "protocol.py", "seed and position added: (seed, position) pairs collide",
+     "return seed * SEED_STRIDE + position", "return seed + position", "seeds or resume"),
+    ("P2", "protocol.py", "another seed stride",
+     "SEED_STRIDE = 1_000_003", "SEED_STRIDE = 1_000_033", "seeds or resume"),
     ("E19", "evaluate.py", "seeds start one past --seed",
      'seeds=[a.seed + i for i in range(pick("seeds"))]', 'seeds=[a.seed + i + 1 for i in range(pick("seeds"))]',
      "seeds"),
@@ -138,9 +144,9 @@ PLANTS = [
     ("T5", "trainer.py", "gradient clipping removed",
      "        torch.nn.utils.clip_grad_norm_(params, GRAD_CLIP)\n", "", "clipping"),
     ("T6", "trainer.py", "clip at 10 instead of 1.0",
-     "BETAS, GRAD_CLIP, WARMUP = (0.9, 0.95), 1.0, 10", "BETAS, GRAD_CLIP, WARMUP = (0.9, 0.95), 10.0, 10", "clipping"),
+     "BETAS, GRAD_CLIP = (0.9, 0.95), 1.0", "BETAS, GRAD_CLIP = (0.9, 0.95), 10.0", "clipping"),
     ("T7", "trainer.py", "AdamW betas (0.9, 0.999)",
-     "BETAS, GRAD_CLIP, WARMUP = (0.9, 0.95), 1.0, 10", "BETAS, GRAD_CLIP, WARMUP = (0.9, 0.999), 1.0, 10", "clipping"),
+     "BETAS, GRAD_CLIP = (0.9, 0.95), 1.0", "BETAS, GRAD_CLIP = (0.9, 0.999), 1.0", "clipping"),
     ("T8", "trainer.py", "AdamW weight decay 0.01 instead of 0",
      "weight_decay=0.0)", "weight_decay=0.01)", "clipping"),
     ("T9", "trainer.py", "warm-up shifted by one step (step / warmup)",
@@ -152,17 +158,16 @@ PLANTS = [
      "min(1.0, (step - warmup) / max(1, total - warmup))", "(step - warmup) / max(1, total - warmup)", "warmup"),
     ("T12", "trainer.py", "scheduler stepped before the optimizer (every step one late)",
      "        opt.step()\n        sched.step()\n", "        sched.step()\n        opt.step()\n", "schedule"),
-    ("T13", "trainer.py", "resume: scheduler state not restored",
-     '    sched.load_state_dict(state["scheduler"])\n', "", "resume"),
-    ("T14", "trainer.py", "resume: optimizer state not restored",
-     '    opt.load_state_dict(state["optimizer"])\n', "", "resume"),
-    ("T15", "trainer.py", "resume: restarts one step early",
-     '    return state["step"], state["losses"]', '    return state["step"] - 1, state["losses"]', "resume"),
+    ("T13", "checkpoints.py", "resume: scheduler state not restored",
+     '        sched.load_state_dict(state["scheduler"])\n', "", "resume"),
+    ("T14", "checkpoints.py", "resume: optimizer state not restored",
+     '        opt.load_state_dict(state["optimizer"])\n', "", "resume"),
+    ("T15", "checkpoints.py", "resume: restarts one step early",
+     '        return state["step"], state["losses"]', '        return state["step"] - 1, state["losses"]', "resume"),
     ("T16", "trainer.py", "random state not reseeded each step",
-     "        torch.manual_seed(args.seed * 1_000_003 + step)", "        pass", "resume"),
+     "        torch.manual_seed(seed_of(args.seed, step))", "        pass", "resume"),
     ("T17", "trainer.py", "random state reseeded one step off",
-     "torch.manual_seed(args.seed * 1_000_003 + step)", "torch.manual_seed(args.seed * 1_000_003 + step + 1)",
-     "resume"),
+     "torch.manual_seed(seed_of(args.seed, step))", "torch.manual_seed(seed_of(args.seed, step + 1))", "resume"),
     ("T18", "trainer.py", "batches: every rank takes the same rows",
      "return picked[rank::world]", "return picked[:batch_size]", "each_rank"),
     ("T19", "trainer.py", "torchrun: gradients summed, not averaged",
@@ -173,15 +178,15 @@ PLANTS = [
      "({100 * n_train / n_frozen:.2f}% of", "({n_train / n_frozen:.2f}% of", "summary_and_progress"),
     ("T22", "trainer.py", "progress line shows the next step's lr (as before the fix)",
      "lr {lr:.2e}", "lr {sched.get_last_lr()[0]:.2e}", "summary_and_progress"),
-    ("T23", "trainer.py", "a cut target gets an end token too",
+    ("T23", "losses.py", "a cut target gets an end token too",
      "ids = [x[:max_tokens] if len(x) > max_tokens else x + [eos] for x in ids]",
      "ids = [x[:max_tokens] + [eos] if len(x) > max_tokens else x + [eos] for x in ids]", "cut_target"),
-    ("T24", "trainer.py", "a target of exactly the budget is cut (loses its end token)",
+    ("T24", "losses.py", "a target of exactly the budget is cut (loses its end token)",
      "ids = [x[:max_tokens] if len(x) > max_tokens else x + [eos] for x in ids]",
      "ids = [x[:max_tokens] if len(x) >= max_tokens else x + [eos] for x in ids]", "cut_target"),
     ("T25", "trainer.py", "targets exactly at the budget reported as cut",
      "long = sum(len(ids) > max_tokens for", "long = sum(len(ids) >= max_tokens for", "cut_target"),
-    ("T26", "trainer.py", "the padding after a target is supervised",
+    ("T26", "losses.py", "the padding after a target is supervised",
      "[1] * min(len(x), L) + [0] * (L - len(x))", "[1] * L", "cut_target"),
     ("T27", "trainer.py", "CPU target budget 256 instead of 160",
      "args.max_target_tokens = 2048 if system.backbones[-1].device.type == \"cuda\" else 160",
@@ -189,6 +194,13 @@ PLANTS = [
     ("T28", "trainer.py", "a checkpoint refused for non-finite weights no longer stops the run cleanly",
      "            except CheckpointError as e:", "            except OSError as e:", "non_finite_weights"),
 ]
+
+
+def syntax_error(src, path):
+    try:
+        compile(src, path, "exec")
+    except SyntaxError as e:
+        return f"it does not compile ({e.msg}, line {e.lineno})"
 
 
 def main(ids):
@@ -199,19 +211,17 @@ def main(ids):
         path = os.path.join(ROOT, name)
         with open(path) as f:
             src = f.read()
-        if callable(new):
-            bad = new(src)
-        else:
-            if src.count(old) != 1:
-                results.append((pid, what, "NOT PLANTED (text not found once)"))
-                print(results[-1], flush=True)
-                continue
-            bad = src.replace(old, new)
+        bad = new(src) if callable(new) else src.replace(old, new) if src.count(old) == 1 else None
+        why = "its text is not in the file once" if bad is None else syntax_error(bad, path)
+        if why:  # (code that does not compile would fail every test, whatever they check)
+            results.append((pid, what, f"NOT PLANTED: {why}; fix the plant"))
+            print(f"{pid:4} {name:14} {what:70} {results[-1][2]}", flush=True)
+            continue
         try:
             with open(path, "w") as f:
                 f.write(bad)
-            r = subprocess.run([sys.executable, "-m", "pytest", "tests/test_measures.py", "-q", "-x", "-rf", "-p",
-                                "no:cacheprovider", "-k", tests], cwd=ROOT, capture_output=True, text=True)
+            r = subprocess.run([sys.executable, "-m", "pytest", *TESTS, "-q", "-x", "-rf", "-p", "no:cacheprovider",
+                                "-k", tests], cwd=ROOT, capture_output=True, text=True)
         finally:
             with open(path, "w") as f:
                 f.write(src)
@@ -219,7 +229,7 @@ def main(ids):
         verdict = f"caught by {', '.join(failed)}" if r.returncode == 1 and failed else \
             "MISSED" if r.returncode == 0 else f"pytest exit {r.returncode}: {r.stdout.strip().splitlines()[-1:]}"
         results.append((pid, what, verdict))
-        print(f"{pid:4} {name:11} {what:70} {verdict}", flush=True)
+        print(f"{pid:4} {name:14} {what:70} {verdict}", flush=True)
     missed = [x for x in results if not x[2].startswith("caught")]
     print(f"\n{len(results) - len(missed)} of {len(results)} planted errors caught")
     return 1 if missed else 0

@@ -2,6 +2,7 @@ import importlib.util
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -25,6 +26,11 @@ needs_smollm = pytest.mark.skipif(not smollm_available(),
 
 # Tests that run generated code carry @pytest.mark.sandbox (registered in pytest.ini). Where bubblewrap is missing or
 # cannot start, they are skipped with the sandbox's own reason instead of failing: a system package, not a bug.
+# The sandbox's own tests run each attack with its in-process audit hook on and off (HOOK), in a child Python (PY).
+HOOK = pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
+PY = sys.executable
+
+
 def pytest_runtest_setup(item):
     if item.get_closest_marker("sandbox") is not None:
         ok, why = sandbox.available()
@@ -32,9 +38,10 @@ def pytest_runtest_setup(item):
             pytest.skip(why)
 
 
-def kill_and_resume(cmd, tmp_path, cwd, marker="latest", done="step-000012"):
+def kill_and_resume(cmd, tmp_path, cwd, trained, marker="latest", done="step-000012"):
     """Run cmd(tmp_path/'whole') to the end; run cmd(tmp_path/'cut'), SIGKILL it once its first checkpoint exists,
-    then run it again with --resume. Returns (whole, resumed), both checked to have exited 0."""
+    then run it again with --resume: both exit 0, the resumed run says so, its `trained` file is bit-identical to the
+    whole run's and it leaves no temporary file. Returns the whole run."""
     whole = subprocess.run(cmd(tmp_path / "whole"), cwd=cwd, capture_output=True, text=True, timeout=600)
     assert whole.returncode == 0, whole.stderr
     proc = subprocess.Popen(cmd(tmp_path / "cut"), cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -45,5 +52,7 @@ def kill_and_resume(cmd, tmp_path, cwd, marker="latest", done="step-000012"):
     proc.wait()
     assert latest.read_text() != done, "the run finished before it could be killed"
     resumed = subprocess.run(cmd(tmp_path / "cut", "--resume"), cwd=cwd, capture_output=True, text=True, timeout=600)
-    assert resumed.returncode == 0, resumed.stderr
-    return whole, resumed
+    assert resumed.returncode == 0 and "resumed from step" in resumed.stdout, resumed.stderr
+    assert (tmp_path / "whole" / trained).read_bytes() == (tmp_path / "cut" / trained).read_bytes()
+    assert not [f for f in os.listdir(tmp_path / "cut") if f.startswith(".tmp-")]
+    return whole

@@ -13,9 +13,8 @@ import shutil
 
 import pytest
 
-from checkpoints import json_digest
+from helpers import ROWS, edit_link_json, flip_byte
 
-ROWS = [{"question": q, "plan": "p", "refined_plan": "r", "answer": a} for q, a in [("2+2?", "4"), ("3+5?", "8")]]
 NOT_UTF8 = b'{"question": "caf\xe9", "answer": "x"}\n'  # Latin-1, not UTF-8
 CORRUPT = b'{"question": "q", "answer":\n'
 RUN = ["--agents", "tiny-llama,tiny-llama", "--data", "{rows}", "--rounds", "1", "--latent-steps", "1",
@@ -24,30 +23,9 @@ RUN = ["--agents", "tiny-llama,tiny-llama", "--data", "{rows}", "--rounds", "1",
 
 # ---- what a row writes into {run} before the CLI runs -------------------------------------------------------------
 
-def flip_byte(path):
-    blob = bytearray(open(path, "rb").read())
-    blob[len(blob) // 2] ^= 0x01
-    open(path, "wb").write(blob)
-
-
 def cut_short(path):
     blob = open(path, "rb").read()
     open(path, "wb").write(blob[:len(blob) // 2])
-
-
-def edit_json(path, recompute=False, sizes=False):
-    """Name other agents (tiny-qwen x2) in a link JSON; sizes: also their hidden size (96) for every link;
-    recompute: then put a matching json_sha256 back, as a careful forger would."""
-    info = json.load(open(path))
-    info.update(agents=["tiny-qwen", "tiny-qwen"], models=["tiny-qwen", "tiny-qwen"])
-    if sizes:
-        info["hidden_sizes"] = [96, 96]
-        for link in info["links"].values():
-            link.update(d_in=96, d_out=96)
-    if recompute:
-        info["json_sha256"] = json_digest(info)
-    os.remove(path)  # a new file: OUT/links.json is a hard link to the step folder's
-    json.dump(info, open(path, "w"), indent=1)
 
 
 def step(run):
@@ -59,10 +37,10 @@ PREP = {
     "state.pt cut": lambda run: cut_short(os.path.join(step(run), "state.pt")),
     "state.pt missing": lambda run: os.remove(os.path.join(step(run), "state.pt")),
     "run.json edited": lambda run: open(os.path.join(step(run), "run.json"), "a").write(" "),
-    "step links.json edited": lambda run: edit_json(os.path.join(step(run), "links.json")),
+    "step links.json edited": lambda run: edit_link_json(os.path.join(step(run), "links.json")),
     "latest names nothing": lambda run: open(os.path.join(run, "latest"), "w").write("step-000099"),
-    "links.json edited": lambda run: edit_json(os.path.join(run, "links.json")),
-    "links.json other sizes, recomputed": lambda run: edit_json(os.path.join(run, "links.json"), True, True),
+    "links.json edited": lambda run: edit_link_json(os.path.join(run, "links.json")),
+    "links.json other sizes, recomputed": lambda run: edit_link_json(os.path.join(run, "links.json"), True, 96),
     "links.safetensors flipped": lambda run: flip_byte(os.path.join(run, "links.safetensors")),
 }
 
@@ -78,6 +56,11 @@ def out_rows(cli, extra=()):
 
 def float_rows(cli, options, extra=()):
     return [(cli, [*extra, opt, v], opt, {}) for opt in options for v in ("nan", "inf")]
+
+
+def flag_rows(cli, pairs, prefix=(), word="{flag}"):
+    """(option, bad value) pairs: the line names the option (word: how, e.g. "argument {flag}:")."""
+    return [(cli, [*prefix, flag, value], word.format(flag=flag), {}) for flag, value in pairs]
 
 
 def file_rows(cli, flag, extra, name, empty, corrupt, not_utf8, wrong, words):
@@ -98,6 +81,31 @@ TABLE = [
     *float_rows("train_inner", ["--lr", "--tool-timeout"]),
     *float_rows("train_outer", ["--lr"]),
     *float_rows("train_single", ["--lora-alpha", "--lora-dropout"]),
+    # numbers, choices and names each CLI refuses (the training options: cli.add_training_args, shared)
+    *flag_rows("agents", [("--max-new-tokens", "0"), ("--max-new-tokens", "10000000"), ("--top-p", "0"),
+                          ("--top-p", "1.5"), ("--temperature", "-1"), ("--device", "tpu"), ("--rounds", "0"),
+                          ("--search-docs", "/no/such.jsonl"), ("--latent-steps", "-12"), ("--pattern", "ring"),
+                          ("--link-variant", "3layer"), ("--fast", "turbo")]),
+    ("agents", ["--question", "caf\udce9"], "UTF-8", {}),
+    *flag_rows("train_outer", [("--steps", "0"), ("--steps", "ten"), ("--batch-size", "0"), ("--lr", "0"),
+                               ("--lr", "-0.0001"), ("--ckpt-every", "0"), ("--log-every", "0"), ("--rounds", "0"),
+                               ("--latent-steps", "-1")]),
+    *flag_rows("train_inner", [("--steps", "-3"), ("--max-target-tokens", "0"), ("--warmup", "-1")]),
+    *flag_rows("train_single", [("--lora-r", "0")]),
+    ("train_single", ["--method", "qlora"], "invalid choice: 'qlora'", {}),
+    ("train_single", ["--lora-targets", "all,q_proj"], "'all' or module names", {}),  # 'all' names every module
+    *flag_rows("evaluate", [("--limit", "0"), ("--samples", "0"), ("--batch-size", "-1"), ("--protocol", "slow"),
+                            ("--judge", "smollm")]),
+    *flag_rows("evaluate", [("--final-answer-tokens", "-1"), ("--final-answer-tokens", "x"),
+                            ("--test-timeout", "0"), ("--rounds", "0")], prefix=["--protocol", "paper"]),
+    *[("evaluate", argv, word, {}) for argv, word in [
+        (["--compare", "single,magic"], "magic"), (["--compare", "single,lora"], "--adapter"),
+        (["--method", "full"], "--weights"), (["--links", "/nonexistent/links", "--method", "latent"], "--links"),
+        (["--benchmark", "gpqa_diamond", "--gpqa-path", "/nonexistent/gpqa.jsonl"], "GPQA_PATH"),
+        (["--benchmark", "bamboogle"], "BAMBOOGLE_PATH"), (["--benchmark", "livecodebench"], "--lcb-path")]],
+    *flag_rows("bench", [("--rounds", "abc"), ("--questions", "0"), ("--step-batch", "0"), ("--skip", "nonsense"),
+                         ("--rollout-m", "-4"), ("--rounds", "0"), ("--questions", "9"), ("--grad-temperature", "0"),
+                         ("--rollout-batch", "1,x"), ("--latent-steps", "-1")], word="argument {flag}: "),
     ("bench", ["--grad-temperature", "1,nan"], "--grad-temperature", {}),
     ("bench", ["--grad-agents", "{tmp}/empty"], "no config.json", {"empty/": b""}),
     ("bench", ["--step-modes", "nosuch"], "nosuch", {}),
@@ -135,6 +143,10 @@ TABLE = [
     ("evaluate", ["--agents", "tiny-llama,tiny-llama", "--method", "latent", "--links", "{run}/links"], "sha256",
      {"prep": "links.safetensors flipped"}),
     ("agents", ["--links", "{tmp}/nothing"], "no checkpoint", {}),
+    # --data: its file checked before any model loads
+    ("train_outer", ["--data", "/no/such.jsonl"], "not found", {}), ("train_outer", ["--data", "/"], "folder", {}),
+    *[("train_outer", ["--data", "{tmp}/rows.json"], word, {"rows.json": content}) for content, word in [
+        (b"", "empty"), (b"\xff\xfe\x00binary", "UTF-8"), (b"[]", "non-empty"), (b'{"rows": []}', "non-empty")]],
     # --resume: every file of the checkpoint checked against its checksum, before any model loads
     *[("train_outer", [*RUN, "--out", "{run}", "--resume", "--steps", "3"], word, {"prep": prep})
       for prep, word in [("state.pt flipped", "state.pt"), ("state.pt cut", "state.pt"),
@@ -150,7 +162,7 @@ def trained(tmp_path_factory):
     import train_outer
     base = tmp_path_factory.mktemp("trained")
     rows = base / "rows.jsonl"
-    rows.write_text("".join(json.dumps(r) + "\n" for r in ROWS))
+    rows.write_text("".join(json.dumps(r) + "\n" for r in ROWS[:2]))
     run = base / "run"
     argv = [a.replace("{rows}", str(rows)) for a in RUN] + ["--out", str(run), "--steps", "2", "--ckpt-every", "1"]
     assert train_outer.main(argv) == 0
@@ -172,10 +184,9 @@ CHEAP = {"agents": ["--agents", "tiny-llama", "--max-new-tokens", "2", "--rounds
 def call(cli, argv):
     """The exit code of CLI's main(argv), run in this process (a return value or SystemExit's code)."""
     try:
-        code = importlib.import_module(cli).main(argv)
+        return importlib.import_module(cli).main(argv)
     except SystemExit as e:
-        code = e.code
-    return code
+        return e.code
 
 
 def setup(row, tmp_path, trained):

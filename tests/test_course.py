@@ -1,6 +1,5 @@
 """The course's grading tests (assignments/): small, fast checks of the functions each assignment asks for, on tiny
 random models. assignments/grade.py runs the ones each assignment's header lists; on the reference they all pass."""
-import argparse
 import types
 
 import pytest
@@ -16,11 +15,7 @@ from loading import load_backbone
 from model import positions, slot
 from patterns import TOPOLOGIES, slot_name
 from losses import append_targets
-
-TINY = ["tiny-llama", "tiny-qwen"]
-ROWS = [{"question": q, "plan": f"Work out {q}", "refined_plan": f"Compute {q} again", "answer": a}
-        for q, a in [("2+2?", "\\boxed{4}"), ("13+25?", "It is \\boxed{38}."), ("9-7?", "\\boxed{2}"),
-                     ("1+5?", "\\boxed{6}")]]
+from helpers import TINY, UNEVEN_ROWS as ROWS, loss_args as _args, perturb as _perturb, three_prompts
 
 
 @pytest.fixture(autouse=True)
@@ -30,19 +25,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-def _args(**kw):
-    base = dict(rounds=2, latent_steps=2, latents="rollout", supervise="final", max_target_tokens=16, grad_ckpt=False)
-    return argparse.Namespace(**dict(base, **kw))
-
-
-def _perturb(module, scale=0.02, seed=0):
-    """A trained-looking link instead of the identity-like start."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in module.parameters():
-            p.add_(scale * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
 # ---- assignment 1: RecursiveLink ------------------------------------------------------------------------------
@@ -129,16 +111,11 @@ def test_a2_positions_count_each_rows_real_tokens():
     assert positions(mask, 2).tolist() == [[2, 3], [4, 5], [3, 4]]
 
 
-def _three_prompts(bb):
-    qs = ["Hi.", "What is the capital of France, and why?", "Add 17 and 25, then double it."]
-    return [bb.prompt([{"role": "user", "content": q}]) for q in qs]
-
-
 def _rollout_setup(name):
     system = System([name])
     bb, inner = system.backbones[0], system.inner["solver"]
     _perturb(inner)
-    embeds, mask = build_inputs(bb, _three_prompts(bb), {})
+    embeds, mask = build_inputs(bb, three_prompts(bb), {})
     assert len(set(mask.sum(1).tolist())) == 3  # three lengths: real left padding
     return bb, inner, embeds, mask
 
@@ -162,7 +139,7 @@ def test_a2_rollout_is_batch_invariant(name):
     bb, inner, embeds, mask = _rollout_setup(name)
     with torch.no_grad():
         batched = rollout(bb, inner, embeds, mask, 4)
-        for b, p in enumerate(_three_prompts(bb)):
+        for b, p in enumerate(three_prompts(bb)):
             torch.testing.assert_close(batched[b:b + 1], rollout(bb, inner, *build_inputs(bb, [p], {}), 4),
                                        rtol=1e-4, atol=1e-4)
 

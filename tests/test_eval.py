@@ -7,6 +7,7 @@ import pytest
 
 import evaluate
 from benchmarks import USER_PATHS
+from helpers import canonical
 
 # ---- code scoring (sandbox.run_tests; its attack suite is tests/test_sandbox.py) -----------------------------
 
@@ -19,11 +20,6 @@ def test_score_of_a_looping_code_answer_is_a_failed_sample():
 
 
 # ---- benchmarks ---------------------------------------------------------------------------------------------
-
-def _canonical(it):
-    return {"math": f"Thus \\boxed{{{it['gold']}}}.", "choice": f"The answer is ({it['gold']}).",
-            "qa": f"\\boxed{{{it['gold']}}}", "code": f"```python\n{it['gold']}\n```"}[it["kind"]]
-
 
 CODE = ("humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench")  # scored by running their tests
 
@@ -38,7 +34,7 @@ def test_every_benchmark_loads_and_scores_canonical_answers(name):
     items = evaluate.load_benchmark(name)
     assert len(items) >= 30
     for it in items[:3]:
-        assert evaluate.score(it, _canonical(it))[1], it["id"]
+        assert evaluate.score(it, canonical(it))[1], it["id"]
         assert not evaluate.score(it, "I do not know.")[1]
 
 
@@ -48,6 +44,6 @@ def test_all_canonical_code_solutions_pass_in_the_sandbox(name, n):
     items = evaluate.load_benchmark(name)
     assert len(items) == n
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda it: evaluate.score(it, _canonical(it), timeout=20)[1], items))
+        results = list(pool.map(lambda it: evaluate.score(it, canonical(it), timeout=20)[1], items))
     failed = [it["id"] for it, ok in zip(items, results) if not ok]
     assert not failed, failed

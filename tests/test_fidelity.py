@@ -1,26 +1,16 @@
 """Fidelity: the losses are aligned as the HF model's own, a batch answers like its rows alone, the baselines never
-touch the links, training rolls out exactly as inference does, and the schedule is the one documented."""
-import argparse
-import math
-
+touch the links, training rolls out exactly as inference does, and each agent reads what the others wrote."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import losses
 import patterns
-import trainer
+import scoring
 from loading import load_backbone
 from recursion import System
+from helpers import ROWS, loss_args, scripted
 
 ARCHS = ["tiny-llama", "tiny-qwen", "tiny-gemma3"]
-ROWS = [{"question": q, "plan": f"Add or subtract: {q}", "refined_plan": f"Compute {q}", "answer": a}
-        for q, a in [("2+2?", "\\boxed{4}"), ("3+5?", "\\boxed{8}"), ("9-7?", "\\boxed{2}"), ("1+5?", "\\boxed{6}")]]
-
-
-def _args(**kw):
-    return argparse.Namespace(**dict(dict(rounds=2, latent_steps=3, latents="rollout", supervise="final",
-                                          max_target_tokens=64, teacher_tokens=80, grad_ckpt=False), **kw))
 
 
 # ---- loss alignment ---------------------------------------------------------------------------------------------
@@ -47,34 +37,6 @@ def test_answer_ce_equals_the_hf_models_own_loss(name):
     assert torch.allclose(cut, _hf_loss(bb, [prompt], [bb.encode(answer)[:5]]), atol=1e-5)
 
 
-def test_cut_targets_mask_their_end_and_whole_ones_learn_it():
-    bb = load_backbone("tiny-llama")
-    embeds, mask = bb.embed(torch.tensor([[5, 6], [5, 6]])), torch.ones(2, 2, dtype=torch.long)
-    _, _, ids, tmask = losses.append_targets(bb, embeds, mask, ["abcdef", "ab"], max_tokens=4)
-    eos = bb.tokenizer.eos_token_id
-    assert ids[0].tolist() == bb.encode("abcd") and tmask[0].tolist() == [1, 1, 1, 1]
-    assert ids[1, :3].tolist() == bb.encode("ab") + [eos] and tmask[1].tolist() == [1, 1, 1, 0]
-
-
-def test_inner_loss_targets_the_embedding_of_the_next_token():
-    system = System(["tiny-qwen"])
-    with torch.no_grad():  # a non-trivial inner link, so position errors show
-        for p in system.inner.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    rows = ROWS[:1]
-    bb, role = system.backbones[0], system.roles[0]
-    got = losses.inner_loss(system, rows, max_tokens=64)
-    prompt = [t for t in bb.split_slots(system.prompt(0, rows[0]["question"], 0)) if not isinstance(t, str)]
-    prompt = sum(prompt, [])
-    target = bb.encode(rows[0]["answer"]) + [bb.tokenizer.eos_token_id]
-    ids = torch.tensor([prompt + target])
-    hidden = bb.model(input_ids=ids, output_hidden_states=True).hidden_states[-1]  # HF's last (normed) states
-    T, L = len(prompt), len(target)
-    pred = system.inner[role](hidden[:, T - 1:T - 1 + L])                   # R_in(h_t) for t = T-1 .. T+L-2
-    want = 1 - F.cosine_similarity(pred, bb.embed(ids[:, T:T + L]), dim=-1).mean()  # Emb(x_{t+1})
-    assert torch.allclose(got, want, atol=1e-5)
-
-
 # ---- batches, baselines, counting ---------------------------------------------------------------------------------
 
 QUESTIONS = ["What is 2+3?", "Name a colour that is not red, please.", "Why?"]
@@ -99,6 +61,7 @@ def test_every_row_of_a_batch_answers_as_it_does_alone(mode, monkeypatch):
 
 @pytest.mark.parametrize("mode", ["text", "single"])
 def test_baselines_never_touch_the_links(mode):
+    """NaN links: the baselines answer as before; the latent loop's final agent reads NaN."""
     system = System(["tiny-llama", "tiny-qwen"])
     before = system.run(QUESTIONS[:2], mode, rounds=2, latent_steps=3, max_new_tokens=8)
     with torch.no_grad():
@@ -107,7 +70,8 @@ def test_baselines_never_touch_the_links(mode):
     after = system.run(QUESTIONS[:2], mode, rounds=2, latent_steps=3, max_new_tokens=8)
     assert [r["text"] for r in after] == [r["text"] for r in before]
     assert [r["written"] for r in after] == [r["written"] for r in before]
-    assert system.run(QUESTIONS[:1], "latent", rounds=1, latent_steps=2, max_new_tokens=2)  # (latent mode does read them)
+    (embeds, _), = system.latent_pass(QUESTIONS[:1], 1, 2)
+    assert torch.isnan(embeds).any()  # latent mode does read them
 
 
 def test_text_mode_agents_read_what_the_previous_agent_wrote(monkeypatch):
@@ -122,6 +86,7 @@ def test_text_mode_agents_read_what_the_previous_agent_wrote(monkeypatch):
     assert planner1 and planner1 in prompts[(1, 0)]       # the solver reads the planner's text, same round
     assert solver1 and solver1 in prompts[(0, 1)]         # the planner reads the solver's text as feedback
     assert planner2 in prompts[(1, 1)]                    # and in round 2, the planner's new text
+    assert rec["tokens"] == {"planner": 16, "solver": 16} and rec["latent_steps"] == 0  # 8 new tokens a turn, 2 each
 
 
 def test_latent_steps_are_counted_where_they_are_made():
@@ -146,34 +111,11 @@ def test_training_rolls_out_exactly_as_inference(monkeypatch):
         return answer(i, embeds, mask, *rest)
     monkeypatch.setattr(losses, "answer_ce", train_ce)
     monkeypatch.setattr(system, "answer", infer_answer)
-    loss = losses.outer_loss(system, ROWS[:2], _args(rounds=3, latent_steps=4))
+    loss = losses.outer_loss(system, ROWS[:2], loss_args(rounds=3, latent_steps=4))
     assert loss.requires_grad  # the training pass records gradients through the rollouts
     system.run([r["question"] for r in ROWS[:2]], "latent", rounds=3, latent_steps=4, max_new_tokens=2)
     (te, tm), (ie, im) = seen["train"], seen["infer"]
     assert torch.equal(tm, im) and torch.allclose(te.detach(), ie, atol=1e-6)
-
-
-# ---- the schedule (a non-finite loss: test_training.py) -----------------------------------------------------------------------------------
-
-def test_learning_rate_at_the_schedules_corners(tmp_path, monkeypatch):
-    used = []
-
-    class Recording(torch.optim.AdamW):
-        def step(self, *a, **k):
-            used.append(self.param_groups[0]["lr"])
-            return super().step(*a, **k)
-    monkeypatch.setattr(trainer.torch.optim, "AdamW", Recording)
-    system = System(["tiny-llama"])
-    args = argparse.Namespace(lr=1e-3, warmup=4, steps=12, resume=False, out=str(tmp_path), batch_size=1, seed=0,
-                              log_every=100, ckpt_every=100, stage="outer")
-    w = next(system.outer.parameters())
-    trainer.train(system, system.outer.parameters(), lambda batch: (w ** 2).sum(), ROWS, args)
-    assert len(used) == 12
-    assert used[0] == pytest.approx(1e-3 / 4)        # step 0: the first warm-up step
-    assert used[3] == pytest.approx(1e-3)            # warmup - 1: warm-up reaches the peak
-    assert used[4] == pytest.approx(1e-3)            # warmup: cosine starts at the peak
-    assert used[11] == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 7 / 8)))  # the last step, not yet 0
-    assert all(a > b for a, b in zip(used[4:], used[5:]))
 
 
 def test_the_paper_scaled_structure_builds_and_runs():
@@ -185,3 +127,27 @@ def test_the_paper_scaled_structure_builds_and_runs():
     assert patterns.PRESETS["paper-scaled"] == ("sequential", "gemma,llama-3b,qwen3.5-4b")
     rec = system.run(["What is 2+2?", "Hi"], "latent", rounds=2, latent_steps=3, max_new_tokens=4)
     assert rec[0]["latent_steps"] == 15 and all(r["tokens"]["solver"] > 0 for r in rec)
+
+
+@pytest.mark.sandbox
+def test_deliberation_agents_read_the_reflectors_latents_and_what_the_tool_printed(monkeypatch):
+    """The tool-caller (scripted) calls python, then answers: its text holds the call, the sandbox's output in
+    <result>, and the answer after it; its second decode reads all of that after its prompt, and its prompt's slot
+    holds the reflector's last latents as the outer link sent them."""
+    system = System(["tiny-llama", "tiny-qwen"], "deliberation")  # reflector d = 64, tool-caller d = 96
+    bb, q, sent = system.backbones[1], "What is 3 * (0 + 1 + ... + 9)?", []
+    call, answer = "<python>print('Answer: 0')\nprint(3 * sum(range(10)))</python>", "It printed 135, so \\boxed{135}."
+    calls = scripted(monkeypatch, bb, [call, answer])
+    system.outer["reflector->toolcaller"].register_forward_hook(lambda mod, inp, out: sent.append(out))
+    rec = system.run([q], "latent", rounds=2, latent_steps=3)[0]
+    read = f"{call}\n<result>Answer: 0\n135</result>\n"  # what the sandboxed code printed
+    assert rec["text"] == read + answer and rec["written"] == [rec["text"]] and rec["tokens"] == {"toolcaller": 14}
+    assert rec["tool_calls"] == [dict(tool="python", input=call[8:-9], result="Answer: 0\n135")]
+    assert scoring.extract_math(rec["text"]) == "135"  # the answer is read after the result, not in it
+    assert len(calls) == 2 and len(sent) == 2 and sent[-1].shape == (1, 3, 96)  # one hand-over a round
+    prompt = calls[0]["rows"][0]
+    torch.testing.assert_close(calls[1]["rows"][0], torch.cat([prompt, bb.embed(torch.tensor(bb.encode(read)))]))
+    before, slot, after = bb.split_slots(system.prompt(1, q, 1))
+    assert slot == "from_reflector" and prompt.shape[0] == len(before) + 3 + len(after)
+    torch.testing.assert_close(prompt[len(before):len(before) + 3], sent[-1][0])
+    torch.testing.assert_close(prompt[:len(before)], bb.embed(torch.tensor(before)))

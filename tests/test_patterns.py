@@ -1,5 +1,5 @@
-"""The four collaboration patterns on one loop: hand-over shapes, gradients, training, and the deliberation tools."""
-import argparse
+"""The collaboration patterns on one loop: hand-over order and shapes, gradients, training, and the deliberation tools
+(what its agents read and write: test_fidelity.py)."""
 import json
 
 import pytest
@@ -10,6 +10,7 @@ import train_outer
 from recursion import System
 from patterns import TOPOLOGIES, expand_agents
 from conftest import needs_smollm
+from helpers import ROWS, loss_args, scripted
 from tools import Search, run_tool
 
 LINEUPS = {  # heterogeneous tiny models (d=64 and d=96)
@@ -19,13 +20,21 @@ LINEUPS = {  # heterogeneous tiny models (d=64 and d=96)
     "deliberation": ["tiny-qwen", "tiny-qwen"],
     "debate": ["tiny-llama", "tiny-qwen", "tiny-llama"],
 }
-ROWS = [{"question": q, "plan": f"Work out {q}", "refined_plan": f"Compute {q}", "answer": a}
-        for q, a in [("2+2?", "\\boxed{4}"), ("3+5?", "\\boxed{8}"), ("9-7?", "\\boxed{2}"), ("1+5?", "\\boxed{6}")]]
+HAND_OVERS = {  # one round's hand-overs in the order they happen: within the round, then the feedback
+    "sequential": (["planner->critic", "critic->solver"], ["solver->planner"]),
+    "mixture": (["math->summarizer", "code->summarizer", "science->summarizer"],
+                ["summarizer->math", "summarizer->code", "summarizer->science"]),
+    "distillation": (["expert->learner"], ["learner->expert"]),
+    "deliberation": (["reflector->toolcaller"], ["toolcaller->reflector"]),
+    "debate": (["planner0->solver", "planner1->solver"], ["solver->planner0", "solver->planner1"]),
+}
 
 
 @pytest.mark.parametrize("pattern", list(TOPOLOGIES))
 @pytest.mark.parametrize("rounds", [1, 2, 3])
-def test_hand_over_shapes_for_every_pattern(pattern, rounds):
+def test_hand_over_order_and_shapes_for_every_pattern(pattern, rounds):
+    """Each round hands over along its edges, then sends the feedback, except after the last round (where the final
+    agent answers in text, the only agent that writes in latent mode)."""
     system = System(LINEUPS[pattern], pattern)
     d = {role: bb.hidden_size for role, bb in zip(system.roles, system.backbones)}
     seen = []
@@ -33,12 +42,13 @@ def test_hand_over_shapes_for_every_pattern(pattern, rounds):
         link.register_forward_hook(lambda mod, inp, out, name=name: seen.append((name, inp[0].shape, out.shape)))
     B, m = 2, 3
     recs = system.run(["What is 2+3?", "Name a colour."], "latent", rounds=rounds, latent_steps=m, max_new_tokens=2)
-    t = system.topology
-    assert len(seen) == rounds * len(t.edges) + (rounds - 1) * len(t.feedback)
+    within, feedback = HAND_OVERS[pattern]
+    assert [name for name, _, _ in seen] == (within + feedback) * (rounds - 1) + within
     for name, shape_in, shape_out in seen:
         src, dst = name.split("->")
         assert tuple(shape_in) == (B, m, d[src]) and tuple(shape_out) == (B, m, d[dst]), name
-    assert all(r["latent_steps"] == m * (rounds * len(system.roles) - 1) for r in recs)
+    for r in recs:
+        assert r["latent_steps"] == m * (rounds * len(system.roles) - 1) and set(r["tokens"]) == {system.roles[-1]}
 
 
 def test_topologies_read_as_who_feeds_whom():
@@ -50,84 +60,61 @@ def test_topologies_read_as_who_feeds_whom():
         ["deepseek", "qwen-coder", "mistral", "qwen3.5-2b"], "mixture")
 
 
-def test_deliberation_roles_share_one_backbone():
-    system = System(["tiny-llama", "tiny-llama"], "deliberation")
-    assert system.backbones[0] is system.backbones[1]
+def test_agents_that_name_one_model_share_one_backbone():
+    sequential, deliberation = System(LINEUPS["sequential"]), System(["tiny-llama", "tiny-llama"], "deliberation")
+    assert [bb.hidden_size for bb in sequential.backbones] == [64, 96, 64]
+    assert sequential.backbones[0] is sequential.backbones[2] and deliberation.backbones[0] is deliberation.backbones[1]
 
 
-@pytest.mark.parametrize("pattern", list(TOPOLOGIES))
-def test_every_outer_link_of_every_pattern_gets_a_gradient(pattern):
+@pytest.mark.parametrize("pattern,latents,supervise", [(p, "rollout", "final") for p in TOPOLOGIES] +
+                         [("sequential", "teacher", "final"), ("sequential", "rollout", "all")])
+def test_gradients_reach_every_outer_link_and_never_the_backbone(pattern, latents, supervise):
     system = System(LINEUPS[pattern], pattern)
     system.inner.requires_grad_(False)
-    args = argparse.Namespace(rounds=2, latent_steps=2, latents="rollout", supervise="final", max_target_tokens=16,
-                              grad_ckpt=False)
-    losses.outer_loss(system, ROWS[:2], args).backward()
-    for name, link in system.outer.items():
+    frozen = {id(bb): [p.detach().clone() for p in bb.model.parameters()] for bb in system.backbones}
+    opt = torch.optim.AdamW(system.outer.parameters(), lr=1e-2)
+    losses.outer_loss(system, ROWS[:2], loss_args(latents=latents, supervise=supervise)).backward()
+    for name, link in system.outer.items():  # a feedback link's gradient comes back through the later rounds
         assert sum(p.grad.abs().sum().item() for p in link.parameters() if p.grad is not None) > 0, name
+    opt.step()
+    for bb in system.backbones:
+        for p, before in zip(bb.model.parameters(), frozen[id(bb)]):
+            assert p.grad is None and not p.requires_grad and torch.equal(p, before)
+    assert all(p.grad is None for p in system.inner.parameters())
 
 
-@pytest.mark.parametrize("pattern", ["mixture", "distillation", "deliberation"])  # sequential: test_training.py
-def test_outer_training_lowers_the_loss_clearly_for_each_pattern(pattern, tmp_path, monkeypatch):
-    """Deterministic; one row, so 30 steps suffice: on correct code the last 3 steps' loss is 0.60 (mixture), 0.74
-    (distillation), 0.79 (deliberation) of the first 3's; untrained links stay at 1.0."""
-    monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS[:1])
-    agents = ",".join(LINEUPS[pattern][-3:] if pattern == "mixture" else LINEUPS[pattern])
+@pytest.mark.parametrize("pattern,agents,rows,bound", [
+    ("sequential", "tiny-llama,tiny-qwen", 4, 0.85), ("mixture", "tiny-qwen,tiny-llama,tiny-qwen", 1, 0.87),
+    ("distillation", "tiny-llama,tiny-qwen", 1, 0.87), ("deliberation", "tiny-qwen,tiny-qwen", 1, 0.87)])
+def test_outer_training_lowers_the_loss_clearly_for_each_pattern(pattern, agents, rows, bound, tmp_path,
+                                                                 monkeypatch):
+    """Deterministic (seeded rows and models, fixed threads), 30 steps: on correct code the last 3 steps' loss is 0.73
+    (sequential, 4 rows), 0.60 (mixture), 0.74 (distillation), 0.79 (deliberation; one row) of the first 3's;
+    untrained links stay at 1.0. Each bound sits between, so neither side is near it."""
+    monkeypatch.setattr(train_outer, "load_rows", lambda *a, **k: ROWS[:rows])
     argv = ["--agents", agents, "--pattern", pattern, "--steps", "30", "--out", str(tmp_path), "--eval-questions",
-            "0", "--rounds", "2", "--latent-steps", "4", "--lr", "3e-2", "--batch-size", "1", "--warmup", "3",
+            "0", "--rounds", "2", "--latent-steps", "4", "--lr", "3e-2", "--batch-size", str(rows), "--warmup", "3",
             "--log-every", "1000"]
     assert train_outer.main(argv) == 0
     losses = torch.load(tmp_path / "step-000030" / "state.pt", weights_only=True)["losses"]
-    assert sum(losses[-3:]) / sum(losses[:3]) < 0.87, losses
+    assert sum(losses[-3:]) / sum(losses[:3]) < bound, losses
 
 
 # ---- deliberation tools -------------------------------------------------------------------------------------
 
-def _scripted(system, replies):
-    """Make the tool-caller 'write' these replies, one per decoding call, to test the tool loop itself."""
-    bb, calls = system.backbones[1], []
-
-    def generate(embeds, mask, stop=(), **kw):
-        calls.append(embeds.shape[1])
-        return [replies[min(len(calls) - 1, len(replies) - 1)]] * embeds.shape[0], [7] * embeds.shape[0]
-    bb.generate = generate
-    return calls
-
-
 @pytest.mark.sandbox
-def test_python_tool_call_runs_in_the_sandbox_and_its_result_is_read_back():
-    system = System(["tiny-llama", "tiny-llama"], "deliberation")
-    try:
-        calls = _scripted(system, ["<python>print(123456789 * 987654321)</python>", "So \\boxed{121932631112635269}."])
-        rec = system.run(["What is 123456789 * 987654321?"], "latent", rounds=2, latent_steps=2)[0]
-    finally:
-        del system.backbones[1].generate
-    assert rec["tool_calls"] == [dict(tool="python", input="print(123456789 * 987654321)",
-                                      result="121932631112635269")]
-    assert "<result>121932631112635269</result>" in rec["text"] and rec["text"].endswith("\\boxed{121932631112635269}.")
-    assert len(calls) == 2 and calls[1] > calls[0]  # the second decode reads the call and its result
-    assert rec["tokens"] == {"toolcaller": 14}
-
-
-@pytest.mark.sandbox
-def test_a_tool_call_that_loops_forever_times_out_and_the_answer_still_comes_back():
+def test_a_tool_call_that_loops_forever_times_out_and_the_answer_still_comes_back(monkeypatch):
     system = System(["tiny-llama", "tiny-llama"], "deliberation", tool_timeout=1.0)
-    try:
-        _scripted(system, ["<python>while True:\n    pass</python>", "It timed out, so \\boxed{0}."])
-        rec = system.run(["Loop?"], "latent", rounds=1, latent_steps=0)[0]
-    finally:
-        del system.backbones[1].generate
+    scripted(monkeypatch, system.backbones[1], ["<python>while True:\n    pass</python>", "It timed out, so \\boxed{0}."])
+    rec = system.run(["Loop?"], "latent", rounds=1, latent_steps=0)[0]
     assert rec["tool_calls"][0]["result"].startswith("error: timed out")
     assert rec["text"].endswith("\\boxed{0}.")
 
 
-def test_at_most_five_tool_calls():
+def test_at_most_five_tool_calls(monkeypatch):
     system = System(["tiny-llama", "tiny-llama"], "deliberation")
-    try:
-        _scripted(system, ["<python>print(1)</python>"])  # a model that never stops calling
-        rec = system.run(["Again?"], "latent", rounds=1, latent_steps=1)[0]
-    finally:
-        del system.backbones[1].generate
-    assert len(rec["tool_calls"]) == 5
+    scripted(monkeypatch, system.backbones[1], ["<python>print(1)</python>"])  # a model that never stops calling
+    assert len(system.run(["Again?"], "latent", rounds=1, latent_steps=1)[0]["tool_calls"]) == 5
 
 
 def test_search_tool_ranks_a_local_collection_and_says_when_there_is_none(tmp_path):

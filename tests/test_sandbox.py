@@ -15,10 +15,9 @@ import pytest
 
 import sandbox
 from sandbox import run_python
+from conftest import HOOK, PY
 
 pytestmark = pytest.mark.sandbox  # skipped with the reason where bubblewrap cannot start (conftest.py)
-HOOK = pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
-PY = sys.executable
 
 
 def attacks(table):

@@ -3,16 +3,14 @@ processes, disk and output is contained, whatever the child does the parent gets
 /tmp and /dev/shm share one capped disk, and without bubblewrap nothing runs unless the caller says so."""
 import os
 import subprocess
-import sys
 
 import pytest
 
 import sandbox
 from sandbox import run_python
+from conftest import HOOK, PY
 
 pytestmark = pytest.mark.sandbox  # skipped with the reason where bubblewrap cannot start (conftest.py)
-HOOK = pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
-PY = sys.executable
 needs_root_tmpfs = pytest.mark.skipif(os.geteuid() != 0, reason="the inode cap needs root: bubblewrap's --tmpfs takes "
                                       "only --size, so without root /tmp and /dev/shm are capped in bytes, not files")
 

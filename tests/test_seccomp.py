@@ -8,17 +8,15 @@ import platform
 import secrets
 import struct
 import subprocess
-import sys
 import threading
 
 import pytest
 
 import seccomp
 from sandbox import run_python
+from conftest import HOOK, PY
 
 pytestmark = pytest.mark.sandbox  # skipped with the reason where bubblewrap cannot start (conftest.py)
-HOOK = pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
-PY = sys.executable
 ARCH = platform.machine()
 COL = 0 if ARCH == "x86_64" else 1
 needs_filter = pytest.mark.skipif(seccomp.seccomp_program() is None,

@@ -11,6 +11,7 @@ import train_inner
 from recursion import System
 from model import slot
 from patterns import TOOL_RULES
+from helpers import perturb
 
 ROW = {"question": "What is 13+25?", "plan": "PLAN: add the tens, then the ones.",
        "refined_plan": "REFINED: 10+20 = 30; 3+5 = 8; 30+8 = 38.", "answer": "It is \\boxed{38}.",
@@ -37,30 +38,16 @@ def test_each_agent_reads_the_upstream_gold_texts_exactly_at_its_slots(pattern, 
         for name, field in SLOTS[(pattern, n)].get(i, {}).items():
             assert want.count(slot(name)) == 1, (pattern, i, name)
             want = want.replace(slot(name), ROW[field])
-        assert losses.stage1_prompt(system, i, ROW) == want, (pattern, system.roles[i])
+        assert "<|slot:" not in want and losses.stage1_prompt(system, i, ROW) == want, (pattern, system.roles[i])
         own = train_inner.target_text(ROW, train_inner.role_targets(system.roles[i]))
         assert own not in want, (pattern, system.roles[i], "reads its own target: its link would learn to copy")
-
-
-def test_the_planner_reads_no_upstream_text_and_no_feedback():
-    system = System(["tiny-llama"] * 3)
-    planner = losses.stage1_prompt(system, 0, ROW)
-    assert "<|slot:" not in planner
-    for field in ("plan", "refined_plan", "answer"):
-        assert ROW[field] not in planner, field
-    critic, solver = (losses.stage1_prompt(system, i, ROW) for i in (1, 2))
-    assert ROW["plan"] in critic and ROW["refined_plan"] not in critic and ROW["answer"] not in critic
-    assert ROW["refined_plan"] in solver and ROW["plan"] not in solver and ROW["answer"] not in solver
 
 
 def test_the_loss_covers_the_target_tokens_only_as_computed_by_hand():
     """Two rows of different lengths (so the batch is left-padded); each agent's loss by hand: the HF model over
     [prompt with upstream text | target + end], the state before each target token against that token's embedding."""
     system = System(["tiny-llama", "tiny-qwen", "tiny-llama"])
-    torch.manual_seed(0)
-    with torch.no_grad():  # non-trivial inner links, so a shifted span shows
-        for p in system.inner.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    perturb(system.inner, 0.05)  # non-trivial inner links, so a shifted span shows
     rows = [ROW, dict(ROW, question="What is 2+2, written out in words and then in digits?", plan="PLAN: two and two.",
                       refined_plan="REFINED: 2+2 = 4.", answer="Four: \\boxed{4}.")]
     fields = {"planner": "plan", "critic": "refined_plan", "solver": "answer"}

@@ -7,21 +7,14 @@ import json
 import pytest
 
 import benchmarks
-import evaluate
 from planner import plan_tests
 from sandbox import run_python, run_tests
+from conftest import HOOK
 
 pytestmark = pytest.mark.sandbox  # skipped with the reason where bubblewrap cannot start (conftest.py)
-HOOK = pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
 
 
 # ---- code scoring that cannot be gamed ----------------------------------------------------------------------
-
-def _items():
-    he, mb = evaluate.load_benchmark("humaneval")[0], evaluate.load_benchmark("mbpp")[0]
-    return {"humaneval": (he["prompt"] + he["gold"], he["prompt"] + "    return True\n", he["tests"]),
-            "mbpp": (mb["gold"], "def remove_Occ(s, ch):\n    return s\n", mb["tests"])}
-
 
 GAMES = {
     "sys.exit": "import sys\nsys.exit(0)",
@@ -38,19 +31,13 @@ GAMES = {
 }
 
 
-@pytest.mark.parametrize("bench", ["humaneval", "mbpp"])
-def test_scoring_passes_right_code_and_fails_wrong_code(bench):
-    right, wrong, tests = _items()[bench]
-    r = run_tests(right, tests, timeout=10)
-    assert r.passed and not run_tests(wrong, tests, timeout=10).passed
-
-
-@pytest.mark.parametrize("hook", [True, False], ids=["hook", "nohook"])
+@HOOK
 @pytest.mark.parametrize("bench", ["humaneval", "mbpp"])
 @pytest.mark.parametrize("game", list(GAMES))
 def test_scoring_cannot_be_gamed(game, bench, hook):
-    right, wrong, tests = _items()[bench]
-    assert not run_tests(wrong + "\n" + GAMES[game] + "\n", tests, timeout=5, hook=hook).passed
+    """A wrong answer that ends its own process or patches what the tests use (right answers pass: below)."""
+    item, right, wrong, fn = _code_items()[bench]
+    assert not run_tests(wrong + "\n" + GAMES[game] + "\n", item["tests"], timeout=5, hook=hook).passed
 
 
 # ---- the verdict is decided outside the code under test ----------------------------------------------------
