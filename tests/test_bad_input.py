@@ -133,6 +133,10 @@ TABLE = [
     ("evaluate", ["--benchmark", "livecodebench", "--lcb-path", "{tmp}/l.json"], "list", {"l.json": b'{"a": 1}'}),
     ("evaluate", ["--benchmark", "bamboogle", "--bamboogle-path", "{tmp}/b.jsonl"], "line 2 is a list, not a JSON",
      {"b.jsonl": b'{"question": "q", "answer": "a"}\n["q", "a"]\n'}),
+    # the text frameworks' sizes, and methods, named before any model loads
+    ("evaluate", ["--method", "moa", "--moa-layers", "0"], "--moa-layers", {}),
+    ("evaluate", ["--method", "textgrad", "--textgrad-steps", "-1"], "--textgrad-steps", {}),
+    ("evaluate", ["--compare", "moa,loopy"], "unknown method 'loopy'", {}),
     # --links: checked at parsing without any model: its files, both checksums, its tensors against its JSON
     *[(cli, ["--agents", "tiny-qwen,tiny-qwen", "--links", "{run}/links", *extra], "in its JSON but 64 -> 64",
        {"prep": "links.json other sizes, recomputed"})
