@@ -234,16 +234,16 @@ def check_available(names, trust_remote_code=False):
     nor downloadable right now, named in ONE error with the ways to get it; then a model whose architecture this
     transformers lacks (REMOTE_CODE), unless its own code may run."""
     from huggingface_hub import try_to_load_from_cache
-    missing = []
-    for key in dict.fromkeys(resolve(n) for n in names):
+    from transformers import CONFIG_MAPPING, __version__
+    keys, missing = list(dict.fromkeys(resolve(n) for n in names)), []
+    for key in keys:
         local = key in SYNTHETIC or os.path.exists(key) or isinstance(try_to_load_from_cache(key, "config.json"), str)
         if not local and not (key == ALIASES["smollm"] and _gguf_wheel_path(*SMOLLM_WHEEL)):
             missing.append(key)
     if missing and not _hub_reachable():
         raise UserError(f"not available offline: {', '.join(missing)}; download where the hub is reachable "
                         f"(hf download {missing[0]}), pass a local folder or .gguf file, or use --agents smollm")
-    from transformers import CONFIG_MAPPING, __version__
-    for key in dict.fromkeys(resolve(n) for n in names):
+    for key in keys:
         kind = REMOTE_CODE.get(key)
         if kind and kind not in CONFIG_MAPPING and not trust_remote_code:
             raise UserError(f"{key}: transformers {__version__} has no '{kind}' architecture, so only the model's own "

@@ -11,12 +11,8 @@ numbered answers and asks for one better answer; the user turn is the question, 
 does not give MoA's size; the default, 3 layers with every agent proposing, is the MoA paper's main setup (its
 README: rounds = layers - 1 proposer layers). Tokens of every agent in every layer count.
 """
-import time
-
-import torch
-
 import fast
-from recursion import Tally, build_inputs, write_answer
+from recursion import Tally, build_inputs, now, write_answer
 
 LAYERS = 3  # the MoA paper's main configuration (3 layers; 6 proposers there, every agent here)
 AGGREGATE = ("Several assistants have answered the user's question below; their answers follow. Write one answer of "
@@ -37,7 +33,7 @@ def run(system, questions, layers=LAYERS, final_answer=0, **gen):
     """Answer a batch of questions with Mixture-of-Agents; gen: Backbone.generate's options (max_new_tokens,
     temperature, top_p). Returns one record per question, as System.run does: text, tokens {proposerK /
     aggregator: generated tokens}, latent_steps 0, seconds, written (every text, in order), continued."""
-    t0, tally = time.perf_counter(), Tally(len(questions))
+    t0, tally = now(), Tally(len(questions))
     agents = range(len(system.backbones))
     answers = [[] for _ in questions]  # per question: the answers of the layer before
     for layer in range(1, layers):
@@ -53,6 +49,4 @@ def run(system, questions, layers=LAYERS, final_answer=0, **gen):
     texts, counts, continued = write_answer(bb, *build_inputs(bb, prompts, {}),
                                             dict(gen, decoder=fast.choose(system.fast[last])), final_answer)
     tally.add("aggregator", (texts, counts))
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return tally.records(texts, time.perf_counter() - t0, continued)
+    return tally.records(texts, now() - t0, continued)

@@ -148,7 +148,7 @@ class System(nn.Module):
         """Answer questions in mode latent (RecursiveMAS), text (Recursive-TextMAS) or single (the final agent alone).
         One record per question: text, tokens {role: n}, latent_steps, seconds (the batch's), written, continued."""
         _check(questions, mode)
-        t0, last, gen = _now(), len(self.roles) - 1, dict(max_new_tokens=max_new_tokens, temperature=temperature,
+        t0, last, gen = now(), len(self.roles) - 1, dict(max_new_tokens=max_new_tokens, temperature=temperature,
                                                          top_p=top_p)
         write = lambda i, e, m, r: self.backbones[i].generate(e, m, decoder=fast.choose(self.fast[i]), **gen)
         if mode == "single":
@@ -157,7 +157,7 @@ class System(nn.Module):
             finals, tally = self.loop(questions, rounds, self.thinker(latent_steps) if mode == "latent" else write)
         texts, counts, calls, continued = self.answer(last, *finals[-1], gen, final_answer)
         tally.add(self.roles[last], (texts, counts))
-        return tally.records(texts, _now() - t0, continued, calls)
+        return tally.records(texts, now() - t0, continued, calls)
 
     def answer(self, i, embeds, mask, gen, final_answer=0):
         """(texts, tokens, tool calls or None, continued): a tool-caller's answer_with_tools, else write_answer."""
@@ -229,7 +229,8 @@ def _fast_mode(mode, backbone):
     return fast.resolve_mode(mode, backbone)  # "auto": static KV cache + CUDA graph on CUDA for supported models
 
 
-def _now():
+def now():
+    """Wall-clock seconds, after the GPU has finished what it was given (timings of whole runs)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
     return time.perf_counter()

@@ -16,12 +16,8 @@ TextGrad repository's solution-optimisation defaults; the RecursiveMAS paper doe
 plays every part. A reply without the tags is taken whole (TextGrad raises an error there).
 """
 import re
-import time
-
-import torch
-
 import fast
-from recursion import Tally, build_inputs, write_answer
+from recursion import Tally, build_inputs, now, write_answer
 
 STEPS = 3  # TextGrad's solution optimisation: 3 iterations, then a majority vote over the 4 answers
 EVALUATOR = ("You evaluate answers inside an optimisation system. Do not try to solve the problem yourself. Point out "
@@ -40,7 +36,8 @@ def evaluation_prompt(question, answer):
 
 
 def feedback_prompt(question, answer, evaluation):
-    return (f"The text to improve is {ROLE}.\n\nAn evaluator was asked:\n<LM_INPUT>{evaluation_prompt(question, answer)}"
+    asked = evaluation_prompt(question, answer)
+    return (f"The text to improve is {ROLE}.\n\nAn evaluator was asked:\n<LM_INPUT>{asked}"
             f"</LM_INPUT>\nand replied:\n<LM_OUTPUT>{evaluation}</LM_OUTPUT>\n\nHow should the text in <VARIABLE> "
             f"change so that the evaluator's concerns are resolved? Give feedback only.\n<VARIABLE>{answer}</VARIABLE>")
 
@@ -71,21 +68,19 @@ def _ask(system, i, system_prompt, users, gen, tally, label):
 def run(system, questions, steps=STEPS, final_answer=0, **gen):
     """Answer a batch of questions with TextGrad; gen: Backbone.generate's options. One record per question, as
     System.run's, plus `candidates`: answer_0 .. answer_T (what evaluate.py votes over)."""
-    t0, tally, last = time.perf_counter(), Tally(len(questions)), len(system.backbones) - 1
+    t0, tally, last = now(), Tally(len(questions)), len(system.backbones) - 1
     bb = system.backbones[last]
     texts, counts, continued = write_answer(bb, *system.inputs(last, questions, 0, {}, alone=True),
                                             dict(gen, decoder=fast.choose(system.fast[last])), final_answer)
     answers = [tally.add("solver", (texts, counts))]
     for t in range(steps):
-        now = answers[-1]
-        evaluations = _ask(system, 0, EVALUATOR, [evaluation_prompt(q, a) for q, a in zip(questions, now)], gen,
+        current = answers[-1]
+        evaluations = _ask(system, 0, EVALUATOR, [evaluation_prompt(q, a) for q, a in zip(questions, current)], gen,
                            tally, "evaluator")
-        feedback = _ask(system, 0, CRITIC, [feedback_prompt(q, a, e) for q, a, e in zip(questions, now, evaluations)],
-                        gen, tally, "critic")
-        replies = _ask(system, last, OPTIMISER, [step_prompt(q, a, f) for q, a, f in zip(questions, now, feedback)],
+        feedback = _ask(system, 0, CRITIC, [feedback_prompt(q, a, e) for q, a, e in
+                                            zip(questions, current, evaluations)], gen, tally, "critic")
+        replies = _ask(system, last, OPTIMISER, [step_prompt(q, a, f) for q, a, f in zip(questions, current, feedback)],
                        gen, tally, "optimiser")
-        answers.append([improved(r, a) for r, a in zip(replies, now)])
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    records = tally.records(answers[-1], time.perf_counter() - t0, continued)
+        answers.append([improved(r, a) for r, a in zip(replies, current)])
+    records = tally.records(answers[-1], now() - t0, continued)
     return [dict(rec, candidates=[a[b] for a in answers]) for b, rec in enumerate(records)]
