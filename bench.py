@@ -319,8 +319,8 @@ def plot(res, out):
 
 def parser():
     p = cli.Parser(description="Speed, tokens and memory: latent vs text vs single, KV vs recompute, training cost; "
-                               "and the gradient probe.",
-                   epilog="example: python bench.py --skip rollout,step --rounds 2")
+                               "and the gradient probe. Part 1 runs r = 1 .. --rounds (here the paper's 3 "
+                               "unless given).", epilog="example: python bench.py --skip rollout,step --rounds 2")
     cli.add_answering_args(p)
     cli.add_out_args(p, resumable=False)
     p.add_argument("--sizes", default=None, type=cli.random_sizes,

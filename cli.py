@@ -24,17 +24,25 @@ from fast import MODES as FAST_MODES
 from links import VARIANTS
 from loading import SYNTHETIC, resolve
 from patterns import PRESETS, TOPOLOGIES, expand_agents
+from protocol import PAPER_CODE_TEMPERATURE, PAPER_LATENT_STEPS, PAPER_ROUNDS, PAPER_TEMPERATURE, PAPER_TOP_P, QUICK
 from tools import read_docs
 
 DEFAULT_AGENTS = "smollm,smollm"  # the small real model that installs offline (loading.py), twice
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in --help, but None (the option's help says what None means: the protocol's, the script's)."""
+
+    def _get_help_string(self, action):
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, with every default in --help, bad input reported as ONE line on stderr (no usage block) and exit
+    """argparse, with the defaults in --help, bad input reported as ONE line on stderr (no usage block) and exit
     code 2, and --resume / --overwrite refused together."""
 
     def __init__(self, **kw):
-        super().__init__(formatter_class=argparse.ArgumentDefaultsHelpFormatter, **kw)
+        super().__init__(formatter_class=_Help, **kw)
 
     def error(self, message):
         print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -220,19 +228,25 @@ def add_answering_args(p):
 
 
 def add_loop_args(p):
-    """How long the system thinks; None: the protocol's (quick r=2, m=8; evaluate.py --protocol paper r=3, m=32)."""
-    p.add_argument("--rounds", type=positive_int, default=None, help="rounds of the loop (the paper: 1-3); "
-                                                                     "default: the protocol's")
+    """How long the system thinks; None: the protocol's (protocol.py)."""
+    p.add_argument("--rounds", type=positive_int, default=None,
+                   help=f"rounds of the loop (the paper: 1-3); default: the protocol's (quick {QUICK['rounds']}, "
+                        f"paper {PAPER_ROUNDS})")
     p.add_argument("--latent-steps", type=count, default=None,
-                   help="latent thoughts per agent and round (the paper: 16-80); default: the protocol's")
+                   help=f"latent thoughts per agent and round (the paper: 16-80); default: the protocol's (quick "
+                        f"{QUICK['latent_steps']}, paper {PAPER_LATENT_STEPS})")
 
 
 def add_decoding_args(p):
-    """How the final answer is written; None: the protocol's (quick: 256 tokens, greedy, top-p 1)."""
+    """How the answer is written; None: the protocol's (protocol.py)."""
     p.add_argument("--max-new-tokens", type=new_tokens, default=None,
-                   help="most tokens an agent writes; default: the protocol's")
-    p.add_argument("--temperature", type=temperature, default=None, help="0 = greedy; default: the protocol's")
-    p.add_argument("--top-p", type=top_p, default=None, help="nucleus sampling; default: the protocol's")
+                   help=f"most tokens an agent writes; default: the protocol's (quick {QUICK['max_new_tokens']}, "
+                        f"paper: per benchmark)")
+    p.add_argument("--temperature", type=temperature, default=None,
+                   help=f"0 = greedy; default: the protocol's (quick greedy, paper {PAPER_TEMPERATURE}, code "
+                        f"{PAPER_CODE_TEMPERATURE})")
+    p.add_argument("--top-p", type=top_p, default=None,
+                   help=f"nucleus sampling; default: the protocol's (quick {QUICK['top_p']}, paper {PAPER_TOP_P})")
 
 
 def add_out_args(p, resumable=True):
