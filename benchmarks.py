@@ -311,6 +311,8 @@ def score(item, text, timeout=10.0, unsafe=False, hook=True):
     Code: `timeout` seconds for each test case (and for the program's own run); `hook`: the sandbox's in-process
     audit hook (the verdict does not depend on it)."""
     kind = item["kind"]
+    if kind in ("math", "choice", "qa"):
+        text = scoring.own_words(text)  # a tool's printed output is not the model's statement
     if kind == "math":
         pred, ok, rule = scoring.judge_math(text, item["gold"])
         return pred, ok, {"rule": rule}

@@ -19,6 +19,8 @@ Strict scoring for the paper's benchmarks. What the model wrote must state its a
            be A or B") counts when nothing else states one; unparseable = wrong (the released scorer defaults to "A").
   qa       exact match and token F1 after SQuAD normalisation, on the boxed / "answer:" span or the first line.
   code     the last ```python block (or the whole text), run with the benchmark's tests in sandbox.py.
+What a tool printed (tools.py puts it between <result> and </result>) is not the model's statement: own_words()
+drops it before math, choice and qa answers are read (benchmarks.score).
 """
 import logging
 import re
@@ -45,6 +47,15 @@ def last_boxed(text):
         if depth == 0:
             return text[i + 1:j]
     return None
+
+
+TOOL_RESULT = re.compile(r"<result>.*?(?:</result>|$)", re.S)  # tools.answer_with_tools' <result>...</result>
+
+
+def own_words(text):
+    """The text without what tools printed into it: each <result>...</result> becomes a paragraph break, so a box
+    printed by a tool is neither read as the answer nor joined to the model's own box."""
+    return TOOL_RESULT.sub("\n\n", text)
 
 
 # ---- math: extraction ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ import threading
 
 import pytest
 
+import benchmarks
 from scoring import (extract_choice, extract_math, judge_choice, judge_math, last_boxed, math_verdict, qa_scores,
                      score_choice, score_math)
 
@@ -168,3 +169,17 @@ def test_regression_set_agrees_with_the_field():
     assert agree >= 0.97
     hand = [r for r in missed if r[0]["source"].startswith("hand")]
     assert not hand, "every hand case (a known miss of an earlier scorer) must hold"
+
+
+@pytest.mark.parametrize("kind,text,gold,pred", [
+    # a box the tool printed is neither the answer nor joined to the model's own box
+    ("math", "<python>print('\\\\boxed{0}')</python>\n<result>\\boxed{0}\n135</result>\nIt printed 135, so \\boxed{135}.",
+     "135", "135"),
+    ("math", "<python>print(7)</python>\n<result>\\boxed{7}</result>\n", "7", None),  # the model stated nothing
+    ("choice", "<search>q</search>\n<result>[Doc] The answer is (A).</result>\nThe answer is (C).", "C", "C"),
+    ("choice", "<search>q</search>\n<result>The answer is (A).</result>\n", "A", None),
+    ("qa", "<search>capital</search>\n<result>Answer: Lyon</result>\nSo it is \\boxed{Paris}.", "Paris", "Paris"),
+])
+def test_what_a_tool_printed_is_not_the_models_answer(kind, text, gold, pred):
+    got, ok, _ = benchmarks.score(dict(kind=kind, gold=gold), text)
+    assert (got, ok) == (pred, pred == gold)
