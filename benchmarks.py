@@ -17,6 +17,7 @@ import os
 import zlib
 
 import scoring
+import tasks
 from errors import UserError
 from files import read_jsonl
 from planner import plan_tests
@@ -36,7 +37,7 @@ LCB_STDIN = "Read the input from standard input, solve the problem and write the
 LCB_CALL = "Complete the starter code (keep its class and method names). " + CODE
 INSTRUCTION = {"math": MATH, "choice": CHOICE, "code": CODE, "qa": QA, "lcb": ""}  # lcb: inside the question
 
-BENCHMARKS = ["gsm8k", "math500", "aime24", "aime25", "aime26", "amc23", "medqa", "arc_challenge", "gpqa_diamond",
+BENCHMARKS = ["gsm8k", "arith2", "math500", "aime24", "aime25", "aime26", "amc23", "medqa", "arc_challenge", "gpqa_diamond",
               "humaneval", "humanevalplus", "mbpp", "mbppplus", "livecodebench", "hotpotqa", "bamboogle"]
 
 
@@ -234,6 +235,9 @@ def load_benchmark(name, gpqa_path=None, bamboogle_path=None, lcb_path=None):
     if name == "gsm8k":
         return [dict(id=i, question=r["question"], gold=r["answer"].rsplit("####", 1)[1].strip().replace(",", ""),
                      kind="math") for i, r in enumerate(_jsonl(f"{D}/gsm8k/test.jsonl", ("question", "answer")))]
+    if name == "arith2":  # generated (tasks.py): held-out templates and numbers, the same on every machine
+        return [dict(id=i, question=r["question"], gold=r["final"], kind="math")
+                for i, r in enumerate(tasks.arith_rows(tasks.ARITH_TEST, "held-out"))]
     if name in ("math500", "aime24", "aime25", "aime26", "amc23"):
         return [dict(id=r.get("unique_id", r.get("id", i)), question=r["problem"], gold=str(r["answer"]), kind="math")
                 for i, r in enumerate(_jsonl(f"{D}/{name}/test.jsonl", ("problem", "answer")))]

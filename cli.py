@@ -262,8 +262,9 @@ def add_training_args(p, steps, lr, batch):
     add_system_args(p)
     add_out_args(p)
     p.add_argument("--data", default="gsm8k", type=text,
-                   help="'gsm8k' (rows derived from GSM8K train, offline), 'secret' (train_outer.py: the "
-                        "latent-channel task) or a .jsonl/.json file of rows (rows.py)")
+                   help="'gsm8k' (rows derived from GSM8K train, offline), 'arith2' (generated two-step arithmetic, "
+                        "tasks.py), 'secret' (train_outer.py: the latent-channel task) or a .jsonl/.json file of "
+                        "rows (rows.py)")
     p.add_argument("--steps", type=positive_int, default=steps, help="optimizer steps")
     p.add_argument("--batch-size", type=positive_int, default=batch, help="rows per step (per rank)")
     p.add_argument("--lr", type=learning_rate, default=lr, help="peak learning rate (AdamW)")

@@ -13,7 +13,8 @@ protocol's).
 PAPER_TOKENS = {"math500": 2000, "medqa": 4000, "gpqa_diamond": 4000, "livecodebench": 4000, "mbppplus": 4000,
                 "aime24": 16000, "aime25": 16000, "aime26": 16000,
                 # the paper is silent on these; docs/method.md §9 gives each choice its reason
-                "gsm8k": 2000, "amc23": 16000, "arc_challenge": 4000, "humaneval": 4000, "humanevalplus": 4000,
+                "gsm8k": 2000, "arith2": 2000, "amc23": 16000, "arc_challenge": 4000, "humaneval": 4000,
+                "humanevalplus": 4000,
                 "mbpp": 4000, "hotpotqa": 4000, "bamboogle": 4000}
 PAPER_TEMPERATURE, PAPER_CODE_TEMPERATURE, PAPER_TOP_P = 0.6, 0.2, 0.95
 PAPER_SEEDS, PAPER_AIME_SAMPLES = 5, 10          # mean (and sd) over 5 seeds; AIME: pass@10

@@ -21,11 +21,13 @@ import json
 import os
 import re
 
+import tasks
 from errors import UserError
 from files import read_jsonl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 REQUIRED = ("question", "answer")
+ARITH_TRAIN = 2000  # generated training rows of arith2 (tasks.py); a run draws its batches from them
 
 
 class DataError(UserError):
@@ -103,7 +105,12 @@ def check_domains(rows, domains, source):
 
 
 def load_rows(source="gsm8k", split="train", targets=()):
-    """'gsm8k' (derived, see above) or a path to a .jsonl/.json file; every row checked for `targets`."""
+    """'gsm8k' (derived, see above), 'arith2' (generated, tasks.py; split "test" is evaluate.py's held-out set) or a
+    path to a .jsonl/.json file; every row checked for `targets`."""
+    if source == "arith2":
+        made = tasks.arith_rows(ARITH_TRAIN, "train") if split == "train" else \
+            tasks.arith_rows(tasks.ARITH_TEST, "held-out")
+        return [check_row(r, f"arith2 row {n}", targets) for n, r in enumerate(made, 1)]
     if source == "gsm8k":
         path = os.path.join(HERE, "data", "gsm8k", f"{split}.jsonl")
         return [check_row(gsm8k_row(r), f"{path}, line {n}", targets) for n, r in read_rows(path)]

@@ -101,7 +101,7 @@ def train_outer(args):
     else:
         needs = [role_targets(r) for r in system.roles] if args.latents == "teacher" else []
         rows = load_rows(args.data, "train", targets=needs)
-        held = load_rows("gsm8k", "test")[:args.eval_questions]
+        held = load_rows("arith2" if args.data == "arith2" else "gsm8k", "test")[:args.eval_questions]
         trainer.report_truncation(system.backbones[-1], [r["answer"] for r in rows], budget, "answers")
     system.inner.requires_grad_(args.train_inner)
     params = list(system.outer.parameters()) + (list(system.inner.parameters()) if args.train_inner else [])
