@@ -68,11 +68,12 @@ def rows_of(role, rows):
     return rows if domain is None else [r for r in rows if r.get("domain") == domain]
 
 
-def inner_loss(system, rows, max_tokens):
+def inner_loss(system, rows, max_tokens, agents=None):
+    """agents: the indices of the agents whose inner links learn (default every agent)."""
     losses = []
     for i, (role, bb) in enumerate(zip(system.roles, system.backbones)):
-        mine = rows_of(role, rows)
-        if not mine:  # a specialist whose domain this batch missed
+        mine = rows_of(role, rows) if agents is None or i in agents else []
+        if not mine:  # a specialist whose domain this batch missed, or an agent left out
             continue
         embeds, mask = build_inputs(bb, [stage1_prompt(system, i, r) for r in mine], {})  # no slots left
         T = embeds.shape[1]

@@ -67,8 +67,14 @@ ROLES = {
                        system=f"You may call tools. {TOOL_RULES} Put the final answer in \\boxed{{}}.\n"
                               "Example. Question: What is 2**20?\n<python>print(2**20)</python>\n<result>1048576"
                               "</result>\nThe answer is \\boxed{1048576}."),
+    # the relay pattern (scripts/capacity.py): the smallest channel, one agent reads, the other writes
+    "sender": Role("You are the sender in a team of agents. Pass the message below on to the next agent, exactly.",
+                   "Repeat the message.", False, ("final",)),
+    "receiver": Role("You are the receiver in a team of agents.", "Write the message in \\boxed{}.", True,
+                     ("answer",)),
 }
-LABELS = {"planner": "Plan from the planner", "critic": "Corrected plan from the critic",
+LABELS = {"planner": "Plan from the planner", "sender": "Thoughts of the sender",
+          "critic": "Corrected plan from the critic",
           "solver": "Feedback from the solver's previous round", "summarizer": "Feedback from the summarizer's "
           "previous round", "learner": "Feedback from the learner's previous round",
           "toolcaller": "Feedback from the tool-caller's previous round", "expert": "Plan from the expert",
@@ -122,8 +128,15 @@ def debate(n):
     return Topology(_unique(["planner", "planner", "solver"]), [(0, 2), (1, 2)], [(2, 0), (2, 1)])
 
 
+def relay(n):
+    """a sender reads a message -> a receiver writes it (scripts/capacity.py: what the latents carry)."""
+    if n != 2:
+        raise UserError("the relay pattern takes exactly 2 agents: sender,receiver")
+    return Topology(["sender", "receiver"], [(0, 1)], [(1, 0)])
+
+
 TOPOLOGIES = {"sequential": sequential, "mixture": mixture, "distillation": distillation, "deliberation": deliberation,
-              "debate": debate}
+              "debate": debate, "relay": relay}
 
 PRESETS = {  # the paper's lineups (docs/method.md §7): --agents paper-light etc.
     "paper-light": ("sequential", "qwen,llama,qwen-math"),

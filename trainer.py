@@ -75,10 +75,11 @@ def peak_memory_gb(device):
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: KiB -> GiB (whole process)
 
 
-def train(system, params, loss_fn, rows, args, weights=None):
+def train(system, params, loss_fn, rows, args, weights=None, progress=None):
     """Minimise loss_fn(batch_rows) over `params` for args.steps steps, in the run folder args.out that
     checkpoints.prepare_out has checked; checkpoints save and restore `weights` (default: the system's links,
-    LinkWeights). Returns the losses."""
+    LinkWeights). progress(step, loss), when given, is called after every step instead of the progress lines and
+    the summary (a caller with its own progress bar). Returns the losses."""
     weights = weights or LinkWeights(system)
     os.makedirs(args.out, exist_ok=True)
     rank, world = distributed()
@@ -92,9 +93,10 @@ def train(system, params, loss_fn, rows, args, weights=None):
     n_train = sum(p.numel() for p in params)
     n_frozen = sum(bb.num_params() for bb in {id(b): b for b in system.backbones}.values())
     of = "frozen" if weights.name == "links" else "the backbone"
-    log(rank, f"training {n_train:,} {weights.label} parameters ({100 * n_train / n_frozen:.2f}% of {n_frozen:,} "
-              f"{'frozen' if weights.name == 'links' else 'in the backbone'}), "
-              f"steps {start}->{args.steps}, batch {args.batch_size} x {world} rank(s), lr {args.lr}")
+    say = (lambda msg: None) if progress is not None else (lambda msg: log(rank, msg))  # a caller's bar speaks
+    say(f"training {n_train:,} {weights.label} parameters ({100 * n_train / n_frozen:.2f}% of {n_frozen:,} "
+        f"{'frozen' if weights.name == 'links' else 'in the backbone'}), "
+        f"steps {start}->{args.steps}, batch {args.batch_size} x {world} rank(s), lr {args.lr}")
     device = system.backbones[-1].device
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -122,7 +124,9 @@ def train(system, params, loss_fn, rows, args, weights=None):
         losses.append(loss.item())
         first = losses[0] if first is None else first
         done = step + 1
-        if done % args.log_every == 0 or done == args.steps or done == start + 1:
+        if progress is not None:
+            progress(done, losses[-1])
+        elif done % args.log_every == 0 or done == args.steps or done == start + 1:
             rate = (done - start) / (time.time() - t0)
             log(rank, f"step {done:5d}/{args.steps}  loss {losses[-1]:.4f}  lr {lr:.2e}  "
                       f"{rate:.2f} steps/s  ETA {(args.steps - done) / rate:.0f} s")
@@ -133,7 +137,7 @@ def train(system, params, loss_fn, rows, args, weights=None):
                 log(rank, f"error: {e} (step {done}); stopping. The last good checkpoint is kept in {args.out}")
                 sys.exit(3)
     seconds = time.time() - t0
-    if losses:
+    if losses and progress is None:
         k = max(1, min(5, len(losses) // 4))
         log(rank, "\nsummary")
         for key, val in [("loss (first -> last, mean of %d)" % k,
