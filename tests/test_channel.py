@@ -74,7 +74,7 @@ def test_shuffled_latents_break_a_tiny_trained_channel(tmp_path):
 
 def test_the_capacity_command_gives_the_same_rows_again_and_resumes(tmp_path):
     """scripts/capacity.py twice from nothing, with the same seed: the same answers, row for row, and the same
-    table; a third call with --resume finds everything done and changes nothing."""
+    table; one family alone: its rows of the run with both; --resume on a finished run changes nothing."""
     import importlib.util
     spec = importlib.util.spec_from_file_location("capacity", f"{ROOT}/scripts/capacity.py")
     capacity = importlib.util.module_from_spec(spec)
@@ -88,6 +88,11 @@ def test_the_capacity_command_gives_the_same_rows_again_and_resumes(tmp_path):
     for name in ("rows.jsonl", "cells.jsonl"):
         assert read(tmp_path / "a", name) == read(tmp_path / "b", name)
     assert len(read(tmp_path / "a", "rows.jsonl")) == 2 * 2 * 2 * len(capacity.CONTROLS)  # families x k x rows
+    # one family alone gives that family's rows of the run with both (stage 1 starts from the seed for each family)
+    alone = argv[:argv.index("--families") + 1] + ["words"] + argv[argv.index("--families") + 2:]
+    assert capacity.main(alone + ["--out", str(tmp_path / "w")]) == 0
+    both = read(tmp_path / "a", "rows.jsonl")
+    assert read(tmp_path / "w", "rows.jsonl") == [r for r in both if r["family"] == "words"]
     before = (tmp_path / "a" / "rows.jsonl").read_bytes()
     assert capacity.main(argv + ["--out", str(tmp_path / "a"), "--resume"]) == 0
     assert (tmp_path / "a" / "rows.jsonl").read_bytes() == before

@@ -19,6 +19,7 @@ LINEUPS = {  # heterogeneous tiny models (d=64 and d=96)
     "distillation": ["tiny-llama", "tiny-qwen"],
     "deliberation": ["tiny-qwen", "tiny-qwen"],
     "debate": ["tiny-llama", "tiny-qwen", "tiny-llama"],
+    "relay": ["tiny-qwen", "tiny-llama"],
 }
 HAND_OVERS = {  # one round's hand-overs in the order they happen: within the round, then the feedback
     "sequential": (["planner->critic", "critic->solver"], ["solver->planner"]),
@@ -27,6 +28,7 @@ HAND_OVERS = {  # one round's hand-overs in the order they happen: within the ro
     "distillation": (["expert->learner"], ["learner->expert"]),
     "deliberation": (["reflector->toolcaller"], ["toolcaller->reflector"]),
     "debate": (["planner0->solver", "planner1->solver"], ["solver->planner0", "solver->planner1"]),
+    "relay": (["sender->receiver"], ["receiver->sender"]),
 }
 
 
