@@ -16,7 +16,10 @@
 #   bash scripts/same_budget.sh [OUT]       # default OUT: runs/same-budget
 #
 # Environment: PYTHON (default .venv/bin/python, else python3); AGENTS (default smollm,smollm); STEPS (40), BATCH (8),
-# LIMIT (200), ROUNDS (1), LATENT_STEPS (8), TOKENS (most new tokens per agent, 96).
+# LIMIT (200), ROUNDS (1), LATENT_STEPS (8), TOKENS (most new tokens per agent, 96), MOA_LAYERS (2), TEXTGRAD_STEPS (1).
+# MoA and TextGrad run below their frameworks' defaults (3 layers, 3 iterations: evaluate.py's): on 2 CPU cores their
+# 5 and 10 generations per question would take most of an hour on their own; 2 layers (every agent answers, the final
+# agent aggregates) and one evaluate-feedback-rewrite iteration are the smallest forms of each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/same-budget}"
@@ -24,7 +27,13 @@ py="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python
 agents="${AGENTS:-smollm,smollm}"
 steps="${STEPS:-40}"; batch="${BATCH:-8}"; limit="${LIMIT:-200}"
 rounds="${ROUNDS:-1}"; latent="${LATENT_STEPS:-8}"; tokens="${TOKENS:-96}"
-[[ "$steps" =~ ^[0-9]+$ && "$steps" -ge 2 ]] || { echo "error: STEPS must be a whole number >= 2 (the links' two stages take half each)" >&2; exit 2; }
+layers="${MOA_LAYERS:-2}"; tg_steps="${TEXTGRAD_STEPS:-1}"
+[[ "$steps" =~ ^[0-9]+$ && "$steps" -ge 2 ]] \
+  || { echo "error: STEPS must be a whole number >= 2 (the links' two stages take half each)" >&2; exit 2; }
+for v in BATCH:$batch LIMIT:$limit ROUNDS:$rounds LATENT_STEPS:$latent TOKENS:$tokens MOA_LAYERS:$layers; do
+  [[ "${v#*:}" =~ ^[1-9][0-9]*$ ]] || { echo "error: ${v%%:*} must be a whole number >= 1, not '${v#*:}'" >&2; exit 2; }
+done
+[[ "$tg_steps" =~ ^[0-9]+$ ]] || { echo "error: TEXTGRAD_STEPS must be a whole number >= 0, not '$tg_steps'" >&2; exit 2; }
 "$py" -c "import cli, sys; cli.agent_names(sys.argv[1])" "$agents" 2>/dev/null \
   || { echo "error: unknown AGENTS '$agents'; pass aliases such as smollm,smollm" >&2; exit 2; }
 final=$("$py" -c "import patterns, sys; print(patterns.expand_agents(sys.argv[1], 'sequential')[0][-1])" "$agents")
@@ -55,7 +64,8 @@ step train-outer "$out/latent" "$py" train_outer.py --agents "$agents" --links "
   --out "$out/latent"
 step eval "$out/eval" "$py" evaluate.py --agents "$agents" --benchmark arith2 --limit "$limit" \
   --compare single,lora,full,moa,textgrad,text,latent --rounds "$rounds" --latent-steps "$latent" \
-  --max-new-tokens "$tokens" --final-answer-tokens 16 --batch-size 25 --links "$out/latent/links" --adapter "$out/lora" \
+  --max-new-tokens "$tokens" --final-answer-tokens 16 --moa-layers "$layers" --textgrad-steps "$tg_steps" \
+  --batch-size 50 --links "$out/latent/links" --adapter "$out/lora" \
   --weights "$out/full" --out "$out/eval" --plot
 echo "same budget: $steps optimizer steps x $batch rows for lora, full and latent (inner $(( steps / 2 )) + outer" \
   "$(( steps - steps / 2 ))); $(( SECONDS - start )) s in this run"
