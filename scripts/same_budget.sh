@@ -63,9 +63,9 @@ step train-outer "$out/latent" "$py" train_outer.py --agents "$agents" --links "
   --rounds "$rounds" --latent-steps "$latent" --steps $(( steps - steps / 2 )) --eval-questions 0 "${links[@]}" \
   --out "$out/latent"
 step eval "$out/eval" "$py" evaluate.py --agents "$agents" --benchmark arith2 --limit "$limit" \
-  --compare single,lora,full,moa,textgrad,text,latent --rounds "$rounds" --latent-steps "$latent" \
+  --compare single,lora,full,latent,text,moa,textgrad --rounds "$rounds" --latent-steps "$latent" \
   --max-new-tokens "$tokens" --final-answer-tokens 16 --moa-layers "$layers" --textgrad-steps "$tg_steps" \
-  --batch-size 50 --links "$out/latent/links" --adapter "$out/lora" \
+  --batch-size 25 --links "$out/latent/links" --adapter "$out/lora" \
   --weights "$out/full" --out "$out/eval" --plot
 echo "same budget: $steps optimizer steps x $batch rows for lora, full and latent (inner $(( steps / 2 )) + outer" \
   "$(( steps - steps / 2 ))); $(( SECONDS - start )) s in this run"
