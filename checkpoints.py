@@ -263,6 +263,12 @@ def checkpoint_folder(out):
     return folder
 
 
+def steps_done(out):
+    """The optimizer steps of the checkpoint OUT/latest names (checked: checkpoint_folder); 0 when there is none."""
+    run = _checkpoint_run(out)
+    return 0 if run is None else run["step"]
+
+
 def _checkpoint_run(out):
     """The run.json ({step, args}) of the checkpoint OUT/latest names (checked: checkpoint_folder), or None."""
     folder = checkpoint_folder(out)

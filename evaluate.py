@@ -264,6 +264,8 @@ def plot(summaries, path):
     ax1.set_ylabel(f"{summaries[0]['metric']} (95% CI)")
     ax2.bar(names, [s["mean_tokens"] for s in summaries])
     ax2.set_ylabel("generated tokens per question")
+    for ax in (ax1, ax2):
+        ax.tick_params(axis="x", labelrotation=30)  # seven method names side by side would overlap
     fig.suptitle(f"{summaries[0]['benchmark']}, n={summaries[0]['n']}")
     fig.tight_layout()
     fig.savefig(path, dpi=120)

@@ -29,6 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402
 import tasks  # noqa: E402
+from checkpoints import steps_done  # noqa: E402
 from channel import CONTROLS, fresh_links, read_back, thoughts_of, train_reader, train_sender  # noqa: E402
 from errors import UserError  # noqa: E402
 from files import append_line, read_appended, write_atomic  # noqa: E402
@@ -117,23 +118,15 @@ def training_args(a, folder, stage, steps, lr):
                               resume=os.path.exists(os.path.join(folder, "latest")), max_target_tokens=a.max_new_tokens)
 
 
-def stage1(system, family, a, bar):
+def stage1(system, family, rows, a, bar):
     """The sender's inner link for this family (once, whatever m); its links are the start of every m."""
     folder = os.path.join(a.out, f"{family}-inner")
-    if not os.path.exists(os.path.join(folder, "links.json")) or not is_done(folder, a.inner_steps):
+    if not os.path.exists(os.path.join(folder, "links.json")) or steps_done(folder) < a.inner_steps:
         fresh_links(system, a.seed)
-        losses = train_sender(system, train_rows(family, a.k_values, a.seed), progress=step_bar(bar, family, "inner"),
+        losses = train_sender(system, rows, progress=step_bar(bar, family, "inner"),
                               args=training_args(a, folder, f"capacity {family} inner", a.inner_steps, a.inner_lr))
         tqdm.write(f"{family}, stage 1 (inner link): cosine loss {losses[0]:.3f} -> {losses[-1]:.3f}")
     return os.path.join(folder, "links")
-
-
-def is_done(folder, steps):
-    latest = os.path.join(folder, "latest")
-    if not os.path.exists(latest):
-        return False
-    with open(latest) as f:
-        return f.read().strip() == f"step-{steps:06d}"
 
 
 def answer_units(rows):
@@ -147,16 +140,14 @@ def step_bar(bar, family, what, units=1):
     return progress
 
 
-def run_cell(system, family, m, inner, a, bar):
+def run_cell(system, family, train, held, m, inner, a, bar):
     """Stage 2 for one (family, m) from the stage-1 links, then every held-out row read back under every control;
     returns (cell lines, rows)."""
     t0 = time.time()
     system.load_links(inner)  # the stage-1 inner link and the untrained outer link: the same start for every m
     targs = training_args(a, os.path.join(a.out, f"{family}-m{m}"), f"capacity {family} m={m}", a.steps, a.lr)
-    losses = train_reader(system, train_rows(family, a.k_values, a.seed), m, targs,
-                          step_bar(bar, family, f"m={m}", STAGE2_UNITS))
+    losses = train_reader(system, train, m, targs, step_bar(bar, family, f"m={m}", STAGE2_UNITS))
     trained_s, t1 = time.time() - t0, time.time()
-    held = held_rows(family, a.k_values, a.eval_rows, a.seed)
     thoughts = thoughts_of(system, held, m, 16)
     recs = []
     for control in CONTROLS:
@@ -248,15 +239,16 @@ def capacity(a):
         if len(keep) < len(rows):
             write_atomic(rows_path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
     todo = [(f, m) for f in a.families for m in a.m_values if (f, m) not in done]
-    per_eval = {f: len(held_rows(f, a.k_values, a.eval_rows, a.seed)) for f in a.families}
-    bar = tqdm(total=sum(STAGE2_UNITS * a.steps + len(CONTROLS) * answer_units(per_eval[f]) for f, _ in todo)
+    held = {f: held_rows(f, a.k_values, a.eval_rows, a.seed) for f in a.families}
+    bar = tqdm(total=sum(STAGE2_UNITS * a.steps + len(CONTROLS) * answer_units(len(held[f])) for f, _ in todo)
                + a.inner_steps * len({f for f, _ in todo}), unit="unit", dynamic_ncols=True, desc="capacity")
-    t0, inner = time.time(), {}
+    t0, inner, train = time.time(), {}, {}
     with open(cells_path, "a", encoding="utf-8") as cf, open(rows_path, "a", encoding="utf-8") as rf:
         for family, m in todo:
             if family not in inner:
-                inner[family] = stage1(system, family, a, bar)
-            new, recs = run_cell(system, family, m, inner[family], a, bar)
+                train[family] = train_rows(family, a.k_values, a.seed)
+                inner[family] = stage1(system, family, train[family], a, bar)
+            new, recs = run_cell(system, family, train[family], held[family], m, inner[family], a, bar)
             for r in recs:
                 append_line(rf, r)
             for l in new:  # the cell counts as done once its lines are on disk

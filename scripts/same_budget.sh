@@ -16,17 +16,19 @@
 #   bash scripts/same_budget.sh [OUT]       # default OUT: runs/same-budget
 #
 # Environment: PYTHON (default .venv/bin/python, else python3); AGENTS (default smollm,smollm); STEPS (40), BATCH (8),
-# LIMIT (200), ROUNDS (1), LATENT_STEPS (8), TOKENS (most new tokens per agent, 96), MOA_LAYERS (2), TEXTGRAD_STEPS (1).
+# LIMIT (200), ROUNDS (1), LATENT_STEPS (8), TOKENS (most new tokens per agent, 64:
+# the trained methods learn targets of at most 64 tokens, --max-target-tokens), MOA_LAYERS (2), TEXTGRAD_STEPS (1).
 # MoA and TextGrad run below their frameworks' defaults (3 layers, 3 iterations: evaluate.py's): on 2 CPU cores their
-# 5 and 10 generations per question would take most of an hour on their own; 2 layers (every agent answers, the final
-# agent aggregates) and one evaluate-feedback-rewrite iteration are the smallest forms of each.
+# 5 and 10 generations per question would about double the 16 minutes the two take here and push the command past
+# 45 minutes; 2 layers (every agent answers, the final agent aggregates) and one evaluate-feedback-rewrite iteration
+# are the smallest forms of each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out="${1:-runs/same-budget}"
 py="${PYTHON:-$( [ -x .venv/bin/python ] && echo .venv/bin/python || echo python3)}"
 agents="${AGENTS:-smollm,smollm}"
 steps="${STEPS:-40}"; batch="${BATCH:-8}"; limit="${LIMIT:-200}"
-rounds="${ROUNDS:-1}"; latent="${LATENT_STEPS:-8}"; tokens="${TOKENS:-96}"
+rounds="${ROUNDS:-1}"; latent="${LATENT_STEPS:-8}"; tokens="${TOKENS:-64}"
 layers="${MOA_LAYERS:-2}"; tg_steps="${TEXTGRAD_STEPS:-1}"
 [[ "$steps" =~ ^[0-9]+$ && "$steps" -ge 2 ]] \
   || { echo "error: STEPS must be a whole number >= 2 (the links' two stages take half each)" >&2; exit 2; }
