@@ -10,7 +10,7 @@ against the links it is loaded into.
 
   save_tensors / load_tensors / read_meta     any named tensors (links, a LoRA adapter, a model's full weights)
   save_links / load_links / check_link_file   a System's RecursiveLinks, checked against the agents they connect
-  prepare_out / save_checkpoint / load_checkpoint / checkpoint_folder
+  prepare_out / save_checkpoint / load_checkpoint / checkpoint_folder / checkpoint_run
                                               a training run folder (trainer.py), resumable:
     OUT/NAME.safetensors, OUT/NAME.json   the newest weights (NAME: links, adapter or weights)
     OUT/step-000040/                      NAME.* + state.pt (optimizer, schedule, losses) + run.json (step, args)
@@ -263,13 +263,7 @@ def checkpoint_folder(out):
     return folder
 
 
-def steps_done(out):
-    """The optimizer steps of the checkpoint OUT/latest names (checked: checkpoint_folder); 0 when there is none."""
-    run = _checkpoint_run(out)
-    return 0 if run is None else run["step"]
-
-
-def _checkpoint_run(out):
+def checkpoint_run(out):
     """The run.json ({step, args}) of the checkpoint OUT/latest names (checked: checkpoint_folder), or None."""
     folder = checkpoint_folder(out)
     if folder is None:
@@ -326,7 +320,7 @@ def prepare_out(args):
             raise UserError(f"--out '{out}' already holds a run; continue it with --resume, replace it with "
                             f"--overwrite, or pick another --out")
     if resume:
-        run = _checkpoint_run(out)
+        run = checkpoint_run(out)
         if run is None:
             raise UserError(f"--resume: no checkpoint in '{out}' (no '{os.path.join(out, 'latest')}'); "
                             f"start without --resume")

@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import cli  # noqa: E402
 import tasks  # noqa: E402
-from checkpoints import steps_done  # noqa: E402
+from checkpoints import checkpoint_run  # noqa: E402
 from channel import CONTROLS, fresh_links, read_back, thoughts_of, train_reader, train_sender  # noqa: E402
 from errors import UserError  # noqa: E402
 from files import append_line, read_appended, write_atomic  # noqa: E402
@@ -121,7 +121,8 @@ def training_args(a, folder, stage, steps, lr):
 def stage1(system, family, rows, a, bar):
     """The sender's inner link for this family (once, whatever m); its links are the start of every m."""
     folder = os.path.join(a.out, f"{family}-inner")
-    if not os.path.exists(os.path.join(folder, "links.json")) or steps_done(folder) < a.inner_steps:
+    done = checkpoint_run(folder)  # checked; None before the first checkpoint
+    if not os.path.exists(os.path.join(folder, "links.json")) or done is None or done["step"] < a.inner_steps:
         fresh_links(system, a.seed)
         losses = train_sender(system, rows, progress=step_bar(bar, family, "inner"),
                               args=training_args(a, folder, f"capacity {family} inner", a.inner_steps, a.inner_lr))

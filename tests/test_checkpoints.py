@@ -215,14 +215,14 @@ def test_a_resume_with_fewer_steps_than_done_is_refused(tmp_path, solo):
         _run(solo, _args(tmp_path, steps=2, resume=True))
 
 
-def test_steps_done_reads_the_checked_checkpoint(tmp_path, solo):
-    """What scripts/capacity.py asks before it skips a finished stage: 0 with no checkpoint, the step count of the one
-    'latest' names, and a one-line refusal when that checkpoint is corrupt."""
-    assert checkpoints.steps_done(str(tmp_path)) == 0
+def test_checkpoint_run_reads_the_checked_checkpoint(tmp_path, solo):
+    """What scripts/capacity.py asks before it skips a finished stage: None with no checkpoint, the step count of the
+    one 'latest' names, and a one-line refusal when that checkpoint is corrupt."""
+    assert checkpoints.checkpoint_run(str(tmp_path)) is None
     _run(solo, _args(tmp_path, steps=4))
-    assert checkpoints.steps_done(str(tmp_path)) == 4
+    assert checkpoints.checkpoint_run(str(tmp_path))["step"] == 4
     flip_byte(str(tmp_path / "step-000004" / "run.json"))
-    refused(lambda: checkpoints.steps_done(str(tmp_path)), "run", "--overwrite")
+    refused(lambda: checkpoints.checkpoint_run(str(tmp_path)), "run", "--overwrite")
 
 
 def test_checkpoints_written_before_the_checksums_still_load_and_resume(tmp_path, solo):
